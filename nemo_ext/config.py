@@ -1,0 +1,111 @@
+"""Typed settings read from the Hydra config, and validation that runs before any model is built.
+
+Logic here takes plain DictConfigs, so tests and other tools call it without Hydra."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import MissingMandatoryValue
+
+from nemo_ext.errors import ConfigError
+from nemo_ext.whisper_dtype import parse_whisper_dtype
+
+DEFAULT_WHISPER = "openai/whisper-large-v3"
+
+
+@dataclass(frozen=True)
+class WhisperSettings:
+    """`model.whisper`: which Whisper checkpoint serves as reward / CER model, and in what dtype."""
+
+    pretrained: str = DEFAULT_WHISPER  # hub name or local directory
+    dtype: str = "auto"  # canonical: auto | float16 | bfloat16 | float32
+    batch_size: int | None = None  # None: all clips of a step in one generate() call
+    attn_implementation: str = "sdpa"
+
+    @classmethod
+    def from_config(cls, node: DictConfig | dict | None, key: str = "model.whisper") -> WhisperSettings:
+        raw = (
+            {}
+            if node is None
+            else dict(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
+        )
+        known = {f.name for f in fields(cls)}
+        for name in raw:
+            if name not in known:
+                raise ConfigError(f"{key}.{name}", raw[name], f"keys {', '.join(sorted(known))}")
+        pretrained = raw.get("pretrained", DEFAULT_WHISPER)
+        if not isinstance(pretrained, str) or not pretrained:
+            raise ConfigError(f"{key}.pretrained", pretrained, "a hub model name or a local directory")
+        batch_size = raw.get("batch_size")
+        if batch_size is not None and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+        ):
+            raise ConfigError(f"{key}.batch_size", batch_size, "null or a positive integer")
+        attn = raw.get("attn_implementation", "sdpa")
+        if attn not in ("sdpa", "eager", "flash_attention_2"):
+            raise ConfigError(f"{key}.attn_implementation", attn, "sdpa, eager, flash_attention_2")
+        return cls(
+            pretrained=pretrained,
+            dtype=parse_whisper_dtype(raw.get("dtype", "auto"), key=f"{key}.dtype"),
+            batch_size=batch_size,
+            attn_implementation=attn,
+        )
+
+
+@dataclass(frozen=True)
+class NemoModelSettings:
+    """A NeMo reward model named either by NGC/HF pretrained name or by a local `.nemo` path."""
+
+    pretrained: str
+
+    @property
+    def is_local_file(self) -> bool:
+        return self.pretrained.endswith(".nemo")
+
+    @classmethod
+    def from_config(cls, node: DictConfig | None, key: str, default: str) -> NemoModelSettings:
+        value = default if node is None else node.get("pretrained", default)
+        extra = [] if node is None else [k for k in node.keys() if k != "pretrained"]
+        if extra:
+            raise ConfigError(f"{key}.{extra[0]}", node[extra[0]], "keys pretrained")
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}.pretrained", value, "a pretrained model name or a path to a .nemo file")
+        if value.endswith(".nemo") and not os.path.isfile(value):
+            raise ConfigError(f"{key}.pretrained", value, "an existing .nemo file (no such file)")
+        return cls(value)
+
+
+def fold_whisper_shortcut(cfg: DictConfig) -> DictConfig:
+    """Move a top-level `whisper` node (from `+whisper.dtype=bf16` on the command line) into `model.whisper`.
+
+    Hydra's `+` only adds a key that is absent from the composed config, and `model.whisper.dtype` is always
+    present, so `+whisper.dtype=...` lands at the top level. Its values win over `model.whisper`."""
+    shortcut = cfg.get("whisper")
+    if shortcut is None:
+        return cfg
+    if not isinstance(shortcut, DictConfig):
+        raise ConfigError("whisper", shortcut, "a mapping such as +whisper.dtype=fp16")
+    WhisperSettings.from_config(shortcut, key="whisper")  # errors name the key the user typed
+    with open_dict(cfg):
+        if cfg.model.get("whisper") is None:
+            cfg.model.whisper = {}
+        cfg.model.whisper = OmegaConf.merge(cfg.model.whisper, shortcut)
+        del cfg["whisper"]
+    return cfg
+
+
+def require_existing_paths(cfg: DictConfig, keys: Iterable[str]) -> None:
+    """Fail fast (on the login node, before queueing or loading) when a required input path is missing."""
+    for key in keys:
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        except MissingMandatoryValue:
+            value = "???"
+        if value is None or value == "???":
+            raise ConfigError(key, value, "a path to an existing file (this key is required)")
+        if not os.path.exists(str(value)):
+            raise ConfigError(key, value, "a path to an existing file (no such file or directory)")

@@ -1,0 +1,114 @@
+"""Exact memory figures for a module, the process and its CUDA device. No figure is invented: what cannot be
+measured (CUDA on a CPU-only process) is None, never 0."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import sys
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class ModuleFootprint:
+    param_bytes: int
+    buffer_bytes: int
+    param_count: int
+    dtypes: tuple[str, ...]  # of the parameters, sorted
+    device: str
+
+    @property
+    def weights_bytes(self) -> int:
+        return self.param_bytes + self.buffer_bytes
+
+    @property
+    def bytes_per_param(self) -> float:
+        return self.param_bytes / self.param_count if self.param_count else float("nan")
+
+
+def module_footprint(module: torch.nn.Module) -> ModuleFootprint:
+    params = list(module.parameters())
+    buffers = list(module.buffers())
+    devices = sorted({str(t.device) for t in params + buffers}) or ["none"]
+    return ModuleFootprint(
+        param_bytes=sum(p.numel() * p.element_size() for p in params),
+        buffer_bytes=sum(b.numel() * b.element_size() for b in buffers),
+        param_count=sum(p.numel() for p in params),
+        dtypes=tuple(sorted({str(p.dtype).removeprefix("torch.") for p in params})),
+        device=",".join(devices),
+    )
+
+
+@dataclass(frozen=True)
+class CudaMemory:
+    allocated: int
+    reserved: int
+    peak_allocated: int  # since the last torch.cuda.reset_peak_memory_stats
+
+
+def cuda_memory(device: torch.device | None = None) -> CudaMemory | None:
+    """Figures for the process's current CUDA device; None when the process has no CUDA device."""
+    if not torch.cuda.is_available() or (device is not None and device.type != "cuda"):
+        return None
+    return CudaMemory(
+        allocated=torch.cuda.memory_allocated(device),
+        reserved=torch.cuda.memory_reserved(device),
+        peak_allocated=torch.cuda.max_memory_allocated(device),
+    )
+
+
+def process_rss_bytes() -> int:
+    """Resident set size of this process now (Linux /proc; falls back to the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return process_peak_rss_bytes()
+
+
+def process_peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+
+
+class PhasePeakTracker:
+    """CUDA peak-allocated memory over a training step and over named phases inside it.
+
+    A phase resets CUDA's peak counter so that its own peak is exact; the peak seen before the reset is kept,
+    so the step's peak stays exact too. Disabled (the default) it touches no CUDA counters at all."""
+
+    def __init__(self, device: torch.device | None = None):
+        self.enabled = False
+        self.device = device
+        self.step_peak: int | None = None
+        self.phase_peaks: dict[str, int] = {}
+
+    def _cuda(self) -> bool:
+        return self.enabled and cuda_memory(self.device) is not None
+
+    def start_step(self) -> None:
+        self.phase_peaks = {}
+        self.step_peak = None
+        if self._cuda():
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.step_peak = 0
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        if not self._cuda():
+            yield
+            return
+        before = torch.cuda.max_memory_allocated(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            yield
+        finally:
+            peak = torch.cuda.max_memory_allocated(self.device)
+            self.phase_peaks[name] = peak
+            self.step_peak = max(self.step_peak or 0, before, peak)
+
+    def end_step(self) -> None:
+        if self._cuda():
+            self.step_peak = max(self.step_peak or 0, torch.cuda.max_memory_allocated(self.device))

@@ -1,0 +1,145 @@
+"""Offline PO data generation: synthesize each test item, score it (CER/WER with the ASR model, speaker
+similarity), and write per-item audio, codes and metrics JSON for building the DPO preference set."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import soundfile as sf
+import torch
+from nemo.collections.asr.metrics.wer import word_error_rate
+from nemo.collections.tts.models import MagpieTTSModel
+from nemo.collections.tts.models import magpietts_preference_optimization as upstream
+from nemo.collections.tts.parts.utils.helpers import get_speaker_embeddings_from_filepaths, process_text_for_cer
+from nemo.utils import logging
+from omegaconf import DictConfig
+
+from nemo_ext.errors import ConfigError
+from nemo_ext.models.reward_models_mixin import RewardModelsMixin
+from nemo_ext.whisper_asr import transcribe_with_whisper
+
+# Upstream's contract for items whose ASR failed; downstream preference-set tools match this string.
+INVALID_TRANSCRIPT = "<INVALID>"
+# Generations shorter than this many samples are the one known cause of ASR failures (upstream's rule).
+SHORT_AUDIO_SAMPLES = 1000
+
+
+class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflinePODataGen):
+    """NeMo's `MagpieTTSModelOfflinePODataGen` with configurable reward models and a batched `test_step`.
+
+    English (`pref_set_language: en`) is scored with the NeMo ASR model (`model.nemo_asr`), any other language with
+    Whisper (`model.whisper`, needs `load_whisper_model: true`), as upstream does. Upstream's test_step
+    re-transcribed the growing list of a batch's files once per item; this one transcribes the batch once."""
+
+    def __init__(self, cfg: DictConfig, trainer=None):
+        language = cfg.get("pref_set_language", "en")
+        if language != "en" and not cfg.get("load_whisper_model", False):
+            raise ConfigError(
+                "model.load_whisper_model",
+                cfg.get("load_whisper_model", False),
+                f"true (pref_set_language={language!r} is scored with Whisper)",
+            )
+        MagpieTTSModel.__init__(self, cfg, trainer)
+        self._init_telemetry()
+        if language == "en":
+            self._load_nemo_asr(cfg)
+        self._load_speaker_verification(cfg)
+        self._normalize_whisper_transcript = cfg.get("normalize_whisper_transcript", True)
+        self._normalizer_cache = {}
+        if cfg.get("load_whisper_model", False):
+            self._load_whisper(cfg)
+
+    def output_dir(self) -> str:
+        # Upstream writes under self.logger.log_dir and crashes without a logger.
+        root = self.logger.log_dir if self.logger is not None and self.logger.log_dir else self.trainer.default_root_dir
+        path = os.path.join(root, "audios")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def test_step(self, batch, batch_idx):
+        with torch.no_grad(), self.step_memory.phase("datagen"):
+            self._set_inference_parameters()
+            output = self.infer_batch(batch, use_cfg=self.cfg.get("inference_use_cfg", False))
+            audio_dir = self.output_dir()
+            first_item = batch_idx * self._test_dl.batch_size
+            item_ids = [first_item + i for i in range(output.predicted_audio.size(0))]
+            paths, durations = self._save_generations(output, item_ids, audio_dir)
+            transcripts = self._transcribe_or_none(paths, output.predicted_audio_lens)
+            if transcripts is None:
+                similarities = [0.0] * len(paths)
+            else:
+                similarities = self._speaker_similarities(paths, batch["audio_filepaths"])
+            for i, item_id in enumerate(item_ids):
+                gt_transcript = process_text_for_cer(batch["raw_texts"][i])
+                pred = INVALID_TRANSCRIPT if transcripts is None else transcripts[i]
+                metrics = {
+                    "cer_gt": 1.0
+                    if transcripts is None
+                    else float(word_error_rate([pred], [gt_transcript], use_cer=True)),
+                    "wer_gt": 1.0
+                    if transcripts is None
+                    else float(word_error_rate([pred], [gt_transcript], use_cer=False)),
+                    "duration": durations[i],
+                    "spk_similarity": float(similarities[i]),
+                    "pred_transcript": pred,
+                    "gt_transcript": gt_transcript,
+                }
+                with open(
+                    os.path.join(audio_dir, f"predicted_audioRank{self.global_rank}_{item_id}_metrics.json"), "w"
+                ) as f:
+                    json.dump(metrics, f)
+
+    def _set_inference_parameters(self) -> None:
+        params = self.inference_parameters
+        params.max_decoder_steps = self.cfg.get("max_decoder_steps", 500)
+        params.temperature = self.cfg.get("inference_temperature", 0.7)
+        params.topk = self.cfg.get("inference_topk", 80)
+        params.cfg_scale = self.cfg.get("inference_cfg_scale", 1.0)
+
+    def _save_generations(self, output, item_ids, audio_dir):
+        paths, durations = [], []
+        for i, item_id in enumerate(item_ids):
+            audio = output.predicted_audio[i].float().cpu().numpy()[: output.predicted_audio_lens[i]]
+            stem = os.path.join(audio_dir, f"predicted_audioRank{self.global_rank}_{item_id}")
+            sf.write(f"{stem}.wav", audio, self.sample_rate)
+            codes = output.predicted_codes[i].cpu().type(torch.int16)[:, : output.predicted_codes_lens[i]]
+            torch.save(codes, f"{stem}_codes.pt")
+            paths.append(f"{stem}.wav")
+            durations.append(len(audio) / self.sample_rate)
+        return paths, durations
+
+    def _transcribe_or_none(self, paths, audio_lens):
+        """Transcripts normalized for CER, or None when ASR failed because a generation was too short."""
+        try:
+            if self.cfg.get("pref_set_language", "en") == "en":
+                hypotheses = self.eval_asr_model.transcribe(paths, batch_size=len(paths))
+                return [process_text_for_cer(h.text) for h in hypotheses]
+            language = self.cfg.pref_set_language
+            normalizer = self._get_cached_normalizer(language) if self._normalize_whisper_transcript else None
+            texts = transcribe_with_whisper(
+                paths,
+                language,
+                self.whisper_processor,
+                self.whisper_model,
+                self.device,
+                normalizer=normalizer,
+                batch_size=self.whisper_settings.batch_size,
+            )
+            return [process_text_for_cer(t) for t in texts]
+        except Exception as error:
+            if not bool((audio_lens < SHORT_AUDIO_SAMPLES).any()):
+                raise
+            logging.warning(
+                f"ASR failed on a batch with a generation under {SHORT_AUDIO_SAMPLES} samples ({error}); "
+                f"its items are written with CER 1.0 and transcript {INVALID_TRANSCRIPT}"
+            )
+            return None
+
+    def _speaker_similarities(self, predicted_paths, reference_paths):
+        sv = self.eval_speaker_verification_model
+        predicted = get_speaker_embeddings_from_filepaths(predicted_paths, sv, self.device).float().cpu().numpy()
+        reference = get_speaker_embeddings_from_filepaths(reference_paths, sv, self.device).float().cpu().numpy()
+        norms = np.linalg.norm(predicted, axis=1) * np.linalg.norm(reference, axis=1)
+        return (predicted * reference).sum(axis=1) / norms

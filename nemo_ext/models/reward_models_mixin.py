@@ -1,0 +1,71 @@
+"""What the PO subclasses share: loading reward models from config, keeping them frozen, in eval mode and out
+of the optimizer."""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from nemo_ext.config import NemoModelSettings, WhisperSettings
+from nemo_ext.memory import PhasePeakTracker
+from nemo_ext.reward_models import (
+    DEFAULT_NEMO_ASR,
+    DEFAULT_SPEAKER_VERIFICATION,
+    load_nemo_asr_model,
+    load_speaker_verification_model,
+)
+from nemo_ext.whisper_asr import load_whisper
+
+# Submodules that are never trained. Upstream only calls .eval() on Whisper once, so Lightning's
+# model.train() at the start of fit switched it back to training mode and its parameters kept
+# requires_grad=True (in the optimizer, and a gradient bucket of their own under DDP).
+FROZEN_SUBMODULES = (
+    "whisper_model",
+    "eval_asr_model",
+    "eval_speaker_verification_model",
+    "_reference_model",
+    "squim_objective_model",
+)
+
+
+class RewardModelsMixin:
+    """Mixed in before a MagpieTTSModel subclass."""
+
+    whisper_settings: WhisperSettings | None = None
+    whisper_dtype_at_load: torch.dtype | None = None
+
+    def _init_telemetry(self) -> None:
+        self.step_memory = PhasePeakTracker()
+
+    def _load_whisper(self, cfg: DictConfig) -> None:
+        self.whisper_settings = WhisperSettings.from_config(cfg.get("whisper"))
+        self.whisper_processor, self.whisper_model = load_whisper(self.whisper_settings)
+        self.whisper_dtype_at_load = self.whisper_model.dtype
+
+    def _load_nemo_asr(self, cfg: DictConfig) -> None:
+        settings = NemoModelSettings.from_config(cfg.get("nemo_asr"), "model.nemo_asr", DEFAULT_NEMO_ASR)
+        self.eval_asr_model = load_nemo_asr_model(settings)
+
+    def _load_speaker_verification(self, cfg: DictConfig) -> None:
+        settings = NemoModelSettings.from_config(
+            cfg.get("speaker_verification"), "model.speaker_verification", DEFAULT_SPEAKER_VERIFICATION
+        )
+        self.eval_speaker_verification_model = load_speaker_verification_model(settings)
+
+    def frozen_submodules(self) -> dict[str, torch.nn.Module]:
+        return {name: getattr(self, name) for name in FROZEN_SUBMODULES if getattr(self, name, None) is not None}
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for module in self.frozen_submodules().values():
+            module.eval()
+        return self
+
+    def _get_state_dict_keys_to_exclude(self):
+        # MagpieTTSModel uses this list for both checkpoints and optimizer param groups.
+        return list(super()._get_state_dict_keys_to_exclude()) + list(FROZEN_SUBMODULES)
+
+    def setup_optimizer_param_groups(self):
+        super().setup_optimizer_param_groups()
+        for group in self._optimizer_param_groups:
+            group["params"] = [p for p in group["params"] if p.requires_grad]

@@ -1,0 +1,66 @@
+"""Offline PO data generation: `trainer.test` of MagpieTTSOfflinePODataGen, per-item audio + metrics JSON."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, open_dict
+
+from nemo_ext.errors import ConfigError
+from nemo_ext.recipes.setup import (
+    build_model_config,
+    build_trainer,
+    dataset_config,
+    is_dry_run,
+    prepare_config,
+    print_dry_run,
+)
+from nemo_ext.telemetry import telemetry_callbacks
+
+DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDataset"
+REQUIRED_PATHS = ("init_from_ptl_ckpt", "codecmodel_path", "data.test_manifest")
+
+
+@dataclass
+class DataGenRun:
+    model: object
+    trainer: object
+    audio_dir: str
+
+    def metrics_files(self) -> list[str]:
+        return sorted(glob.glob(os.path.join(self.audio_dir, "*_metrics.json")))
+
+
+def resolve_load_whisper(cfg: DictConfig) -> DictConfig:
+    """`load_whisper_model: null` means: load Whisper exactly when the language is scored with it (not English)."""
+    language = cfg.model.get("pref_set_language", "en")
+    with open_dict(cfg):
+        if cfg.model.get("load_whisper_model") is None:
+            cfg.model.load_whisper_model = language != "en"
+    if language != "en" and not cfg.model.load_whisper_model:
+        raise ConfigError(
+            "model.load_whisper_model", False, f"true or null (pref_set_language={language!r} is scored with Whisper)"
+        )
+    return cfg
+
+
+def run_offline_po_datagen(cfg: DictConfig) -> DataGenRun | None:
+    cfg = resolve_load_whisper(prepare_config(cfg, REQUIRED_PATHS))
+    if is_dry_run(cfg):
+        print_dry_run(cfg, "offline_po_datagen")
+        return None
+    model_cfg = build_model_config(
+        cfg, {"test_ds": dataset_config(cfg, cfg.data.test_manifest, DATASET, shuffle=False)}
+    )
+
+    from nemo_ext.models import MagpieTTSOfflinePODataGen
+
+    trainer = build_trainer(cfg, callbacks=telemetry_callbacks(cfg))
+    model = MagpieTTSOfflinePODataGen(cfg=model_cfg, trainer=trainer)
+    model.maybe_init_from_pretrained_checkpoint(cfg=cfg)
+    if getattr(model, "_test_dl", None) is None:
+        model.setup_test_data(model_cfg.test_ds)
+    trainer.test(model)
+    return DataGenRun(model=model, trainer=trainer, audio_dir=model.output_dir())

@@ -1,0 +1,169 @@
+"""Config preparation and trainer construction shared by the stage recipes."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable
+
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from nemo_ext.config import NemoModelSettings, WhisperSettings, fold_whisper_shortcut, require_existing_paths
+from nemo_ext.errors import ConfigError
+from nemo_ext.reward_models import DEFAULT_NEMO_ASR, DEFAULT_SPEAKER_VERIFICATION
+
+# Keys under which MagpieTTS architectures carry datasets; the recipe rebuilds them from `data`.
+_DATASET_KEYS = ("train_ds", "validation_ds", "test_ds")
+
+
+def prepare_config(cfg: DictConfig, required_paths: Iterable[str]) -> DictConfig:
+    """Validate everything that can be validated without building a model; return the config with the
+    `+whisper.*` shortcut folded into `model.whisper`. Raises ConfigError."""
+    cfg = fold_whisper_shortcut(cfg)
+    # Resolve once: the model config is cut out of the root config, where ${...} could no longer resolve.
+    OmegaConf.resolve(cfg)
+    _refuse_secrets(cfg)
+    WhisperSettings.from_config(cfg.model.get("whisper"))
+    NemoModelSettings.from_config(cfg.model.get("nemo_asr"), "model.nemo_asr", DEFAULT_NEMO_ASR)
+    NemoModelSettings.from_config(
+        cfg.model.get("speaker_verification"), "model.speaker_verification", DEFAULT_SPEAKER_VERIFICATION
+    )
+    require_existing_paths(cfg, required_paths)
+    return cfg
+
+
+def _refuse_secrets(cfg: DictConfig) -> None:
+    # Hydra writes the composed config to .hydra/config.yaml and NeMo logs it: secrets belong in the environment.
+    def walk(node, prefix):
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict):
+                walk(value, f"{path}.")
+            elif _looks_secret(str(key)) and value not in (None, ""):
+                raise ConfigError(
+                    path,
+                    "<redacted>",
+                    "null here; pass secrets as environment variables "
+                    "(WANDB_API_KEY), never in a config that is written to disk",
+                )
+
+    walk(OmegaConf.to_container(cfg, resolve=False), "")
+
+
+def _looks_secret(key: str) -> bool:
+    key = key.lower()
+    return key in ("token", "key", "secret") or key.endswith(("api_key", "apikey", "_token", "password", "_secret"))
+
+
+def load_architecture(cfg: DictConfig) -> DictConfig:
+    """The MagpieTTS architecture (`model` node): from `model_architecture` (a YAML file holding either the
+    model node or a full config with a `model` key), else from the init checkpoint's hyper_parameters."""
+    if cfg.get("model_architecture"):
+        loaded = OmegaConf.load(cfg.model_architecture)
+        architecture = loaded.model if "model" in loaded else loaded
+    else:
+        checkpoint = torch.load(cfg.init_from_ptl_ckpt, map_location="cpu", mmap=True, weights_only=False)
+        hyper = checkpoint.get("hyper_parameters") or {}
+        if "cfg" not in hyper:
+            raise ConfigError(
+                "model_architecture",
+                None,
+                f"a YAML with the model architecture ({cfg.init_from_ptl_ckpt} has no hyper_parameters.cfg)",
+            )
+        architecture = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(hyper["cfg"])))
+    with open_dict(architecture):
+        for key in _DATASET_KEYS:
+            architecture.pop(key, None)
+    return architecture
+
+
+def dataset_config(cfg: DictConfig, manifest: str, dataset_target: str, shuffle: bool) -> dict:
+    data = cfg.data
+    return {
+        "datasets": {
+            "_target_": dataset_target,
+            "dataset_meta": {"data": {"manifest_path": manifest, "audio_dir": data.audio_dir}},
+            "min_duration": data.min_duration,
+            "max_duration": data.max_duration,
+        },
+        "dataloader_params": {
+            "batch_size": data.batch_size,
+            "num_workers": data.num_workers,
+            "pin_memory": data.get("pin_memory", False),
+            "drop_last": False,
+            "shuffle": shuffle,
+        },
+    }
+
+
+def build_model_config(cfg: DictConfig, datasets: dict) -> DictConfig:
+    """Architecture + this stage's `model` settings + datasets built from `data`."""
+    model_cfg = OmegaConf.merge(load_architecture(cfg), cfg.model)
+    with open_dict(model_cfg):
+        model_cfg.codecmodel_path = cfg.codecmodel_path
+        for key, value in datasets.items():
+            model_cfg[key] = value
+    return model_cfg
+
+
+def build_trainer(cfg: DictConfig, callbacks: list | None = None):
+    """A Lightning Trainer from `trainer`, logging and checkpointing set up by NeMo's exp_manager."""
+    import lightning.pytorch as pl
+    from nemo.utils.exp_manager import exp_manager
+
+    trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    world_size = int(trainer_kwargs.get("num_nodes", 1)) * _device_count(trainer_kwargs.get("devices", 1))
+    if trainer_kwargs.get("strategy", "auto") == "auto" and world_size > 1:
+        # MagpieTTS leaves some parameters (local_transformer*) without gradients in a PO step:
+        # plain DDP fails at step 2 (FINDINGS.md).
+        trainer_kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    # exp_manager adds the loggers and the checkpoint callback itself.
+    trainer_kwargs.update(logger=False, enable_checkpointing=False)
+    trainer = pl.Trainer(callbacks=callbacks or [], **trainer_kwargs)
+    exp_manager(trainer, cfg.get("exp_manager"))
+    drop_failing_wandb(trainer)
+    return trainer
+
+
+def _device_count(devices) -> int:
+    if isinstance(devices, int):
+        return max(devices, 1)
+    if isinstance(devices, list | tuple):
+        return len(devices)
+    if isinstance(devices, str) and devices.isdigit():
+        return int(devices)
+    return 1  # "auto" and friends: Lightning decides
+
+
+def drop_failing_wandb(trainer) -> None:
+    """Start the W&B run now; if W&B cannot start (bad WANDB_MODE, no network, no key), train without it."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    kept = []
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            try:
+                logger.experiment  # noqa: B018 - creating the run is the check
+            except Exception as error:  # wandb raises many types (UsageError, CommError, ValueError...)
+                warnings.warn(
+                    f"W&B logging disabled, training continues without it: {type(error).__name__}: {error}",
+                    stacklevel=2,
+                )
+                continue
+        kept.append(logger)
+    trainer.loggers = kept
+
+
+def is_dry_run(cfg: DictConfig) -> bool:
+    return bool(cfg.get("dry_run", False))
+
+
+def print_dry_run(cfg: DictConfig, stage: str) -> None:
+    whisper = WhisperSettings.from_config(cfg.model.get("whisper"))
+    rank = os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0"))
+    print(
+        f"[dry-run] {stage}: config valid, input paths exist; whisper={whisper.pretrained} "
+        f"dtype={whisper.dtype} (rank {rank})",
+        flush=True,
+    )

@@ -1,0 +1,205 @@
+"""Whisper / GPU memory telemetry for GRPO and offline data generation, logged through the Lightning loggers
+(W&B under exp_manager), reduced across ranks so a multi-node run shows its worst rank.
+
+Logged names (GB = 1e9 bytes). Each figure is logged as the max over ranks under its own name, with `_min` and
+`_mean` siblings:
+  at fit/test start: whisper/weights_bytes, whisper/weights_gb, whisper/param_count, whisper/bytes_per_param,
+                     gpu/allocated_gb (after Lightning moved and cast the model)
+  per step / batch:  gpu/allocated_gb, gpu/reserved_gb, gpu/peak_allocated_gb (whole step),
+                     reward/peak_allocated_gb (generate + reward phase; datagen/peak_allocated_gb in DataGen),
+                     cpu/rss_gb, cpu/peak_rss_gb
+  as hyperparameters: whisper/dtype_configured, whisper/dtype_loaded, whisper/pretrained
+CUDA figures are absent on a CPU-only run. Every rank also appends its own figures to
+<log_dir>/memory/rank<R>.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+
+import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from omegaconf import DictConfig
+
+from nemo_ext.memory import cuda_memory, module_footprint, process_peak_rss_bytes, process_rss_bytes
+from nemo_ext.whisper_dtype import AUTO, to_torch_dtype
+
+GB = 1e9
+
+
+def telemetry_callbacks(cfg: DictConfig) -> list[Callback]:
+    settings = cfg.get("telemetry") or {}
+    if not settings.get("enabled", True):
+        return []
+    return [WhisperMemoryMonitor(log_every_n_steps=int(settings.get("log_every_n_steps", 1)))]
+
+
+def expected_whisper_dtype(pl_module) -> torch.dtype | None:
+    """What `model.whisper.dtype` asked for: the dtype `auto` resolved to at load time, or the explicit one."""
+    settings = getattr(pl_module, "whisper_settings", None)
+    if settings is None:
+        return None
+    return pl_module.whisper_dtype_at_load if settings.dtype == AUTO else to_torch_dtype(settings.dtype)
+
+
+class WhisperMemoryMonitor(Callback):
+    def __init__(self, log_every_n_steps: int = 1):
+        if log_every_n_steps < 1:
+            raise ValueError(f"telemetry.log_every_n_steps must be >= 1, got {log_every_n_steps}")
+        self.log_every_n_steps = log_every_n_steps
+        self.last_reduced: dict[str, float] = {}
+        self.loaded: dict[str, float] = {}
+        self._rank_file: str | None = None
+        self._warned_logger_failure = False
+
+    # ---- start: what is actually in memory once the strategy and precision plugin are done ----
+    def on_fit_start(self, trainer, pl_module):
+        self._report_loaded(trainer, pl_module)
+
+    def on_test_start(self, trainer, pl_module):
+        self._report_loaded(trainer, pl_module)
+
+    def _report_loaded(self, trainer, pl_module):
+        # Every rank must agree on this path; trainer.log_dir is itself a collective (broadcast).
+        self._rank_file = os.path.join(
+            trainer.log_dir or trainer.default_root_dir, "memory", f"rank{trainer.global_rank}.jsonl"
+        )
+        os.makedirs(os.path.dirname(self._rank_file), exist_ok=True)
+        pl_module.step_memory.enabled = True
+        pl_module.step_memory.device = pl_module.device
+        figures = self._process_figures(pl_module.device)
+        figures.pop("gpu/peak_allocated_gb", None)
+        whisper = getattr(pl_module, "whisper_model", None)
+        if whisper is not None:
+            footprint = module_footprint(whisper)
+            figures.update(
+                {
+                    "whisper/weights_bytes": float(footprint.weights_bytes),
+                    "whisper/weights_gb": footprint.weights_bytes / GB,
+                    "whisper/param_count": float(footprint.param_count),
+                    "whisper/bytes_per_param": footprint.bytes_per_param,
+                }
+            )
+            self._log_dtypes(trainer, pl_module, footprint)
+        self.loaded = self._reduce_and_log(trainer, figures, step=trainer.global_step, phase="load")
+
+    def _log_dtypes(self, trainer, pl_module, footprint):
+        settings = pl_module.whisper_settings
+        loaded = ",".join(footprint.dtypes)
+        expected = expected_whisper_dtype(pl_module)
+        params = {
+            "whisper/dtype_configured": settings.dtype,
+            "whisper/dtype_loaded": loaded,
+            "whisper/pretrained": settings.pretrained,
+        }
+        self._safe_log(trainer, lambda logger: logger.log_hyperparams(params))
+        expected_name = str(expected).removeprefix("torch.")
+        if expected is not None and loaded != expected_name:
+            rank_zero_warn(
+                f"Whisper is in {loaded} but model.whisper.dtype={settings.dtype} loaded it as {expected_name}: "
+                f"trainer.precision={trainer.precision} cast it (use 32-true, 16-true or *-mixed to keep it)."
+            )
+
+    # ---- per step (GRPO) / per batch (DataGen) ----
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        pl_module.step_memory.start_step()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._end_step(trainer, pl_module, step=trainer.global_step)
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        pl_module.step_memory.start_step()
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self._end_step(trainer, pl_module, step=batch_idx + 1)
+
+    def _end_step(self, trainer, pl_module, step: int):
+        tracker = pl_module.step_memory
+        tracker.end_step()
+        if step % self.log_every_n_steps:
+            return
+        figures = self._process_figures(pl_module.device)
+        if tracker.step_peak is not None:
+            figures["gpu/peak_allocated_gb"] = tracker.step_peak / GB
+        for phase, peak in tracker.phase_peaks.items():
+            figures[f"{phase}/peak_allocated_gb"] = peak / GB
+        self.last_reduced = self._reduce_and_log(trainer, figures, step=step, phase="step")
+
+    # ---- end: one console line ----
+    def on_fit_end(self, trainer, pl_module):
+        self._summary(trainer)
+
+    def on_test_end(self, trainer, pl_module):
+        self._summary(trainer)
+
+    def _summary(self, trainer):
+        loaded, last = self.loaded, self.last_reduced
+        parts = []
+        if "whisper/weights_gb" in loaded:
+            parts.append(
+                f"whisper weights {loaded['whisper/weights_gb']:.4g} GB "
+                f"({loaded['whisper/bytes_per_param']:g} bytes/param, {int(loaded['whisper/param_count'])} params)"
+            )
+        for key, label in (
+            ("gpu/peak_allocated_gb", "GPU peak allocated"),
+            ("reward/peak_allocated_gb", "reward-phase peak"),
+            ("cpu/peak_rss_gb", "CPU peak RSS"),
+        ):
+            if key in last:
+                parts.append(f"{label} {last[key]:.4g} GB (worst of {trainer.world_size} ranks)")
+        rank_zero_info("Memory summary: " + ("; ".join(parts) or "no figures recorded"))
+
+    # ---- helpers ----
+    @staticmethod
+    def _process_figures(device) -> dict[str, float]:
+        figures = {"cpu/rss_gb": process_rss_bytes() / GB, "cpu/peak_rss_gb": process_peak_rss_bytes() / GB}
+        cuda = cuda_memory(device)
+        if cuda is not None:
+            figures.update(
+                {
+                    "gpu/allocated_gb": cuda.allocated / GB,
+                    "gpu/reserved_gb": cuda.reserved / GB,
+                    "gpu/peak_allocated_gb": cuda.peak_allocated / GB,
+                }
+            )
+        return figures
+
+    def _reduce_and_log(self, trainer, figures: dict[str, float], step: int, phase: str) -> dict[str, float]:
+        with open(self._rank_file, "a") as f:
+            f.write(json.dumps({"phase": phase, "step": step, "rank": trainer.global_rank, **figures}) + "\n")
+        reduced = reduce_across_ranks(trainer, figures)
+        self._safe_log(trainer, lambda logger: logger.log_metrics(reduced, step=step))
+        return reduced
+
+    def _safe_log(self, trainer, call) -> None:
+        # Telemetry must never end a training run: a failing logger is reported once and skipped.
+        for logger in trainer.loggers:
+            try:
+                call(logger)
+            except Exception as error:
+                if not self._warned_logger_failure:
+                    warnings.warn(
+                        f"memory telemetry could not be logged to {type(logger).__name__}: {error}", stacklevel=2
+                    )
+                    self._warned_logger_failure = True
+
+
+def reduce_across_ranks(trainer, figures: dict[str, float]) -> dict[str, float]:
+    """max (under the figure's own name), min and mean over the ranks that measured it.
+
+    Ranks may lack a figure (NaN is sent for it); the key set must be the same on every rank, which holds
+    because all ranks run the same code on the same kind of device."""
+    keys = sorted(figures)
+    local = torch.tensor([figures[k] for k in keys], dtype=torch.float64, device=trainer.strategy.root_device)
+    gathered = trainer.strategy.all_gather(local).reshape(-1, len(keys)).cpu()
+    reduced = {}
+    for column, key in enumerate(keys):
+        values = [v for v in gathered[:, column].tolist() if not math.isnan(v)]
+        if values:
+            reduced[key] = max(values)
+            reduced[f"{key}_min"] = min(values)
+            reduced[f"{key}_mean"] = sum(values) / len(values)
+    return reduced

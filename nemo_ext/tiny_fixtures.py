@@ -1,0 +1,388 @@
+"""Builds, offline, the embedded tiny default: real NeMo / transformers classes with tiny dimensions.
+
+Used by the README demo (a complete GRPO run on CPU) and by the tests. Nothing here reaches a model hub."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import soundfile as sf
+import torch
+from omegaconf import OmegaConf
+
+FIXTURES_VERSION = 1
+SAMPLE_RATE = 22050
+SAMPLES_PER_FRAME = 1024
+FSQ_LEVELS = [4, 4]
+NUM_CODEBOOKS = 2
+TEXTS = ["hello world.", "a tiny test.", "guten tag.", "short phrase here."]
+LANGUAGE = "de"  # not "en": DataGen scores non-English with Whisper, the model this project is about
+
+
+@dataclass(frozen=True)
+class TinyFixtures:
+    root: str
+    audio_dir: str
+    manifest: str
+    dpo_manifest: str
+    codec: str
+    speaker_verification: str
+    nemo_asr: str
+    whisper: str
+    reference_checkpoint: str
+    whisper_param_count: int
+
+
+def build_tiny_fixtures(root: str, force: bool = False) -> TinyFixtures:
+    """Build every fixture under `root` (reused when already built with this FIXTURES_VERSION)."""
+    root = os.path.abspath(root)
+    marker = os.path.join(root, "fixtures.json")
+    if not force and os.path.isfile(marker):
+        with open(marker) as f:
+            stored = json.load(f)
+        if stored.pop("version", None) == FIXTURES_VERSION:
+            return TinyFixtures(**stored)
+    os.makedirs(root, exist_ok=True)
+    torch.manual_seed(0)
+    audio_dir, manifest, dpo_manifest = _write_audio_and_manifests(root)
+    codec = _save(_tiny_codec(), os.path.join(root, "codec.nemo"))
+    fixtures = TinyFixtures(
+        root=root,
+        audio_dir=audio_dir,
+        manifest=manifest,
+        dpo_manifest=dpo_manifest,
+        codec=codec,
+        speaker_verification=_save(_tiny_speaker_verification(), os.path.join(root, "speaker_verification.nemo")),
+        nemo_asr=_save(_tiny_ctc_asr(), os.path.join(root, "nemo_asr.nemo")),
+        whisper=os.path.join(root, "whisper-tiny"),
+        reference_checkpoint=os.path.join(root, "magpie_reference.ckpt"),
+        whisper_param_count=_save_tiny_whisper(os.path.join(root, "whisper-tiny")),
+    )
+    _save_reference_checkpoint(fixtures)
+    with open(marker, "w") as f:
+        json.dump({"version": FIXTURES_VERSION, **asdict(fixtures)}, f, indent=1)
+    return fixtures
+
+
+def _save(model, path: str) -> str:
+    model.save_to(path)
+    return path
+
+
+def _write_audio_and_manifests(root: str):
+    audio_dir = os.path.join(root, "wavs")
+    os.makedirs(audio_dir, exist_ok=True)
+    rng = np.random.default_rng(0)
+    entries = []
+    for i, text in enumerate(TEXTS):
+        duration = 1.0 + 0.25 * i
+        t = np.arange(int(duration * SAMPLE_RATE)) / SAMPLE_RATE
+        tone = 0.3 * np.sin(2 * np.pi * (120 + 40 * i) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+        path = os.path.join(audio_dir, f"utt{i}.wav")
+        sf.write(path, (tone + 0.02 * rng.standard_normal(t.shape)).astype(np.float32), SAMPLE_RATE)
+        context = (i + 1) % len(TEXTS)
+        entries.append(
+            {
+                # Absolute: the PO code sf.read()s batch['audio_filepaths'] as they are.
+                "audio_filepath": path,
+                "text": text,
+                "duration": round(duration, 3),
+                "speaker": f"spk{i % 2}",
+                "context_audio_filepath": os.path.join(audio_dir, f"utt{context}.wav"),
+                "context_audio_duration": round(1.0 + 0.25 * context, 3),
+                "language": LANGUAGE,
+            }
+        )
+    manifest = os.path.join(root, "manifest.json")
+    _write_jsonl(manifest, entries)
+    # DPO: (chosen, rejected) pairs on consecutive lines.
+    pairs = []
+    for i in range(0, len(entries), 2):
+        chosen = dict(entries[i], reward=1.0)
+        rejected = dict(
+            entries[i], audio_filepath=entries[i + 1]["audio_filepath"], duration=entries[i + 1]["duration"], reward=0.3
+        )
+        pairs += [chosen, rejected]
+    dpo_manifest = os.path.join(root, "manifest_dpo.json")
+    _write_jsonl(dpo_manifest, pairs)
+    return audio_dir, manifest, dpo_manifest
+
+
+def _write_jsonl(path, rows):
+    with open(path, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+
+
+def _tiny_codec():
+    from nemo.collections.tts.models import AudioCodecModel
+
+    latent = NUM_CODEBOOKS * len(FSQ_LEVELS)
+    cfg = {
+        "sample_rate": SAMPLE_RATE,
+        "samples_per_frame": SAMPLES_PER_FRAME,
+        "mel_loss_l1_scale": 1.0,
+        "mel_loss_l2_scale": 0.0,
+        "stft_loss_scale": 0.0,
+        "time_domain_loss_scale": 0.0,
+        "commit_loss_scale": 0.0,
+        "loss_resolutions": [[256, 64, 256], [512, 128, 512]],
+        "mel_loss_dims": [20, 40],
+        "feature_loss_type": "absolute",
+        "audio_encoder": {
+            "_target_": "nemo.collections.tts.modules.audio_codec_modules.HiFiGANEncoder",
+            "down_sample_rates": [2, 2, 4, 8, 8],
+            "encoded_dim": latent,
+            "base_channels": 4,
+            "activation": "lrelu",
+            "resblock_kernel_sizes": [3],
+            "resblock_dilation_sizes": [1],
+        },
+        "audio_decoder": {
+            "_target_": "nemo.collections.tts.modules.audio_codec_modules.HiFiGANDecoder",
+            "up_sample_rates": [8, 8, 4, 2, 2],
+            "input_dim": latent,
+            "base_channels": 64,
+            "activation": "lrelu",
+            "output_activation": "tanh",
+            "resblock_kernel_sizes": [3],
+            "resblock_dilation_sizes": [1],
+        },
+        "vector_quantizer": {
+            "_target_": "nemo.collections.tts.modules.audio_codec_modules.GroupFiniteScalarQuantizer",
+            "num_groups": NUM_CODEBOOKS,
+            "num_levels_per_group": FSQ_LEVELS,
+        },
+        # No discriminator: the real one downloads microsoft/wavlm-base-plus.
+        "generator_loss": {"_target_": "nemo.collections.tts.losses.audio_codec_loss.GeneratorSquaredLoss"},
+        "discriminator_loss": {"_target_": "nemo.collections.tts.losses.audio_codec_loss.DiscriminatorSquaredLoss"},
+        "optim": {"_target_": "torch.optim.Adam", "lr": 2e-4},
+    }
+    return AudioCodecModel(cfg=OmegaConf.create(cfg))
+
+
+def _jasper_block(filters, kernel, residual):
+    return {
+        "filters": filters,
+        "repeat": 1,
+        "kernel": [kernel],
+        "stride": [1],
+        "dilation": [1],
+        "dropout": 0.0,
+        "residual": residual,
+        "separable": True,
+        "se": True,
+        "se_context_size": -1,
+    }
+
+
+def _mel_preprocessor():
+    return {
+        "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+        "sample_rate": 16000,
+        "features": 16,
+        "n_fft": 512,
+        "window_size": 0.025,
+        "window_stride": 0.01,
+        "window": "hann",
+        "dither": 0.0,
+        "normalize": "per_feature",
+        "frame_splicing": 1,
+    }
+
+
+def _tiny_speaker_verification():
+    """TitaNet-shaped (ConvASR encoder + attention-pooling speaker decoder)."""
+    from nemo.collections.asr.models import EncDecSpeakerLabelModel
+
+    cfg = {
+        "sample_rate": 16000,
+        "preprocessor": _mel_preprocessor(),
+        "encoder": {
+            "_target_": "nemo.collections.asr.modules.ConvASREncoder",
+            "feat_in": 16,
+            "activation": "relu",
+            "conv_mask": True,
+            "jasper": [_jasper_block(16, 3, False), _jasper_block(16, 7, True), _jasper_block(32, 1, False)],
+        },
+        "decoder": {
+            "_target_": "nemo.collections.asr.modules.SpeakerDecoder",
+            "feat_in": 32,
+            "num_classes": 4,
+            "pool_mode": "attention",
+            "emb_sizes": 8,
+        },
+        "loss": {"_target_": "nemo.collections.asr.losses.angularloss.AngularSoftmaxLoss", "scale": 30, "margin": 0.2},
+    }
+    return EncDecSpeakerLabelModel(cfg=OmegaConf.create(cfg))
+
+
+def _tiny_ctc_asr():
+    """A character CTC model standing in for nvidia/parakeet-ctc-0.6b (same .transcribe() interface)."""
+    from nemo.collections.asr.models import EncDecCTCModel
+
+    labels = list(" abcdefghijklmnopqrstuvwxyz'")
+    cfg = {
+        "sample_rate": 16000,
+        "labels": labels,
+        "preprocessor": _mel_preprocessor(),
+        "encoder": {
+            "_target_": "nemo.collections.asr.modules.ConvASREncoder",
+            "feat_in": 16,
+            "activation": "relu",
+            "jasper": [_jasper_block(16, 3, False)],
+        },
+        "decoder": {
+            "_target_": "nemo.collections.asr.modules.ConvASRDecoder",
+            "feat_in": 16,
+            "num_classes": len(labels),
+            "vocabulary": labels,
+        },
+    }
+    return EncDecCTCModel(cfg=OmegaConf.create(cfg))
+
+
+def _save_tiny_whisper(path: str) -> int:
+    """A Whisper with large-v3's front end (128 mel bins), tiny transformer, saved in fp16 like the real
+    checkpoint, with a multilingual generation config like the real one (lang_to_id, task_to_id)."""
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
+    from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+    vocab = {symbol: i for i, symbol in enumerate(sorted(ByteLevel.alphabet()))}
+    specials = (
+        ["<|endoftext|>", "<|startoftranscript|>"]
+        + [f"<|{code}|>" for code in LANGUAGES]
+        + ["<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+    )
+    for token in specials:
+        vocab[token] = len(vocab)
+    tokenizer = WhisperTokenizer(vocab=vocab, merges=[])
+    tokenizer.add_special_tokens({"additional_special_tokens": specials[1:]})
+    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer)
+    eot, sot = vocab["<|endoftext|>"], vocab["<|startoftranscript|>"]
+    config = WhisperConfig(
+        vocab_size=len(tokenizer),
+        num_mel_bins=128,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=1500,
+        max_target_positions=32,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        decoder_start_token_id=sot,
+    )
+    torch.manual_seed(0)
+    model = WhisperForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=sot,
+        eos_token_id=eot,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        max_length=12,
+        is_multilingual=True,
+        lang_to_id={f"<|{code}|>": vocab[f"<|{code}|>"] for code in LANGUAGES},
+        task_to_id={"transcribe": vocab["<|transcribe|>"], "translate": vocab["<|translate|>"]},
+        no_timestamps_token_id=vocab["<|notimestamps|>"],
+        begin_suppress_tokens=[],
+        suppress_tokens=[],
+    )
+    shutil.rmtree(path, ignore_errors=True)
+    model.to(torch.float16).save_pretrained(path)
+    processor.save_pretrained(path)
+    return sum(p.numel() for p in model.parameters())
+
+
+def tiny_magpie_architecture(codec_path: str) -> dict:
+    """The `model` config of a tiny MagpieTTS (decoder_ce), without datasets."""
+
+    def block(n_layers, d_model, has_xattn=False, is_causal=True, kernel_size=1, **extra):
+        return {
+            "n_layers": n_layers,
+            "d_model": d_model,
+            "d_ffn": 2 * d_model,
+            "sa_n_heads": 2,
+            "kernel_size": kernel_size,
+            "p_dropout": 0.0,
+            "p_dropout_out": 0.0,
+            "has_xattn": has_xattn,
+            "is_causal": is_causal,
+            "apply_norm_out": True,
+            "max_length_causal_mask": 512,
+            "use_learnable_pos_emb": True,
+            **extra,
+        }
+
+    chars = {
+        "_target_": "nemo.collections.common.tokenizers.text_to_speech.tts_tokenizers.EnglishCharsTokenizer",
+        "punct": True,
+        "apostrophe": True,
+        "pad_with_space": False,
+    }
+    d = 32
+    return {
+        "model_type": "decoder_ce",
+        "use_text_conditioning_encoder": True,
+        "text_conditioning_tokenizer_name": "text_ce_tokenizer",
+        "context_duration_min": 1.0,
+        "context_duration_max": 1.0,
+        "load_cached_codes_if_available": True,
+        "prior_scaling_factor": 0.5,
+        "prior_end_step": 0,
+        "prior_scaledown_start_step": 0,
+        "indefinite_prior_prob": 0.0,
+        "alignment_loss_scale": 0.002,
+        "embedding_dim": d,
+        "codecmodel_path": codec_path,
+        "cfg_unconditional_prob": 0.0,
+        "use_alignment_encoder": False,
+        "local_transformer_type": "autoregressive",
+        "local_transformer_n_layers": 1,
+        "local_transformer_n_heads": 1,
+        "local_transformer_hidden_dim": 16,
+        "text_context_remapping_json": None,
+        "text_context_remapping_prob": 0.0,
+        # MagpieTTSDataset looks its tokenizer up under the name english_phoneme.
+        "text_tokenizers": {"english_phoneme": dict(chars), "text_ce_tokenizer": dict(chars)},
+        "encoder": block(1, d, kernel_size=3),
+        "context_encoder": block(1, d, is_causal=False, kernel_size=3),
+        "decoder": block(
+            1,
+            d,
+            has_xattn=True,
+            xa_d_head=16,
+            xa_d_memory=d,
+            xa_n_heads=1,
+            apply_norm_to_cond=True,
+            make_prior_window_strict=True,
+        ),
+        "optim": {"_target_": "torch.optim.AdamW", "lr": 1e-4},
+    }
+
+
+def _save_reference_checkpoint(fixtures: TinyFixtures) -> None:
+    """A Lightning-style checkpoint, like a MagpieTTS training run leaves: state_dict + hyper_parameters.cfg."""
+    from nemo.collections.tts.models import MagpieTTSModel
+
+    architecture = tiny_magpie_architecture(fixtures.codec)
+    torch.manual_seed(0)
+    model = MagpieTTSModel(cfg=OmegaConf.create(architecture))
+    torch.save(
+        {"state_dict": model.state_dict(), "hyper_parameters": {"cfg": architecture}}, fixtures.reference_checkpoint
+    )

@@ -1,0 +1,95 @@
+"""Loading the Whisper reward / CER model in the configured dtype, and transcribing with it.
+
+NeMo 3.0.0's `transcribe_with_whisper_from_filepaths` is broken under transformers 5.x (it pads features only
+to the longest clip and passes `forced_decoder_ids`). `transcribe_with_whisper` below is the working form:
+features padded to Whisper's 30 s window, and `generate(language=..., task="transcribe")`."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections import defaultdict
+from collections.abc import Sequence
+
+import librosa
+import torch
+
+from nemo_ext.config import WhisperSettings
+from nemo_ext.whisper_dtype import from_pretrained_dtype_arg
+
+WHISPER_SAMPLE_RATE = 16000
+
+
+def load_whisper(settings: WhisperSettings):
+    """Return (processor, model): the model frozen (`requires_grad=False`), in eval mode, in `settings.dtype`."""
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    processor = WhisperProcessor.from_pretrained(settings.pretrained)
+    model = WhisperForConditionalGeneration.from_pretrained(
+        settings.pretrained,
+        dtype=from_pretrained_dtype_arg(settings.dtype),
+        attn_implementation=settings.attn_implementation,
+    )
+    model.eval()
+    # A reward model is never trained: frozen parameters stay out of the optimizer and out of DDP's buckets.
+    model.requires_grad_(False)
+    return processor, model
+
+
+def transcribe_with_whisper(
+    audio_filepaths: Sequence[str],
+    language: str | Sequence[str | None] | None,
+    whisper_processor,
+    whisper_model,
+    device: torch.device | str,
+    normalizer=None,
+    batch_size: int | None = None,
+) -> list[str]:
+    """Transcribe files in batches of `batch_size` (all at once when None), grouped by language.
+
+    Same signature as NeMo's helper so it can stand in for it."""
+    if len(audio_filepaths) == 0:
+        return []
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    languages = [language] * len(audio_filepaths) if language is None or isinstance(language, str) else list(language)
+    if len(languages) != len(audio_filepaths):
+        raise ValueError(f"{len(languages)} languages for {len(audio_filepaths)} files")
+    # English-only checkpoints (*.en) refuse a language/task argument.
+    multilingual = getattr(whisper_model.generation_config, "is_multilingual", True)
+
+    indices_by_language: dict[str | None, list[int]] = defaultdict(list)
+    for index, lang in enumerate(languages):
+        indices_by_language[lang].append(index)
+
+    transcripts = [""] * len(audio_filepaths)
+    for lang, indices in indices_by_language.items():
+        step = batch_size or len(indices)
+        generate_kwargs = {"language": lang, "task": "transcribe"} if (lang and multilingual) else {}
+        for start in range(0, len(indices), step):
+            chunk = indices[start : start + step]
+            speech = [librosa.load(audio_filepaths[i], sr=WHISPER_SAMPLE_RATE)[0] for i in chunk]
+            features = whisper_processor(speech, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt").input_features
+            features = features.to(device=device, dtype=whisper_model.dtype)
+            with torch.no_grad():
+                token_ids = whisper_model.generate(features, **generate_kwargs)
+            texts = whisper_processor.batch_decode(token_ids, skip_special_tokens=True)
+            for i, text in zip(chunk, texts):
+                transcripts[i] = normalizer.normalize(text) if normalizer is not None else text
+    return transcripts
+
+
+@contextlib.contextmanager
+def upstream_uses_working_transcription(batch_size: int | None):
+    """While active, NeMo's PO module calls `transcribe_with_whisper` instead of its broken helper.
+
+    The PO module imported the helper by name, so the name is swapped in that module only, and only for the
+    duration of the call that needs it (no import-time patching)."""
+    from nemo.collections.tts.models import magpietts_preference_optimization as po
+
+    original = po.transcribe_with_whisper_from_filepaths
+    po.transcribe_with_whisper_from_filepaths = functools.partial(transcribe_with_whisper, batch_size=batch_size)
+    try:
+        yield
+    finally:
+        po.transcribe_with_whisper_from_filepaths = original
