@@ -15,6 +15,10 @@ from nemo_ext.errors import ConfigError
 from nemo_ext.whisper_dtype import parse_whisper_dtype
 
 DEFAULT_WHISPER = "openai/whisper-large-v3"
+# Values NeMo 3.0.0's PO models accept, checked before any model is built.
+REWARD_ASR_MODELS = ("nemo", "whisper")
+GRPO_LOSS_TYPES = ("grpo", "dr_grpo")
+DPO_LOSS_TYPES = ("dpo", "ipo", "rpo")
 
 
 @dataclass(frozen=True)

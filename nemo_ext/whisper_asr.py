@@ -71,7 +71,8 @@ def transcribe_with_whisper(
             speech = [librosa.load(audio_filepaths[i], sr=WHISPER_SAMPLE_RATE)[0] for i in chunk]
             features = whisper_processor(speech, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt").input_features
             features = features.to(device=device, dtype=whisper_model.dtype)
-            with torch.no_grad():
+            # Whisper runs in its own dtype (model.whisper.dtype), not in the policy's autocast dtype.
+            with torch.no_grad(), torch.autocast(device_type=features.device.type, enabled=False):
                 token_ids = whisper_model.generate(features, **generate_kwargs)
             texts = whisper_processor.batch_decode(token_ids, skip_special_tokens=True)
             for i, text in zip(chunk, texts):

@@ -9,12 +9,10 @@ from nemo.collections.tts.models import MagpieTTSModel
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 from omegaconf import DictConfig, open_dict
 
+from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS
 from nemo_ext.errors import ConfigError
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin
 from nemo_ext.whisper_asr import upstream_uses_working_transcription
-
-REWARD_ASR_MODELS = ("nemo", "whisper")
-LOSS_TYPES = ("grpo", "dr_grpo")
 
 
 class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
@@ -28,8 +26,8 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
         if reward_asr not in REWARD_ASR_MODELS:
             raise ConfigError("model.reward_asr_model", reward_asr, ", ".join(REWARD_ASR_MODELS))
         loss_type = cfg.get("loss_type", "grpo")
-        if loss_type not in LOSS_TYPES:
-            raise ConfigError("model.loss_type", loss_type, ", ".join(LOSS_TYPES))
+        if loss_type not in GRPO_LOSS_TYPES:
+            raise ConfigError("model.loss_type", loss_type, ", ".join(GRPO_LOSS_TYPES))
 
         MagpieTTSModel.__init__(self, cfg, trainer)
         self._init_telemetry()

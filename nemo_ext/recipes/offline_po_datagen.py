@@ -13,6 +13,7 @@ from nemo_ext.recipes.setup import (
     build_model_config,
     build_trainer,
     dataset_config,
+    finish_loggers,
     is_dry_run,
     prepare_config,
     print_dry_run,
@@ -63,4 +64,5 @@ def run_offline_po_datagen(cfg: DictConfig) -> DataGenRun | None:
     if getattr(model, "_test_dl", None) is None:
         model.setup_test_data(model_cfg.test_ds)
     trainer.test(model)
+    finish_loggers(trainer)
     return DataGenRun(model=model, trainer=trainer, audio_dir=model.output_dir())

@@ -8,19 +8,20 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, open_dict
 
-from nemo_ext.errors import ConfigError
+from nemo_ext.config import DPO_LOSS_TYPES
 from nemo_ext.recipes.setup import (
     build_model_config,
     build_trainer,
     dataset_config,
+    finish_loggers,
     is_dry_run,
     prepare_config,
     print_dry_run,
+    require_choice,
 )
 
 DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDatasetDPO"
 REQUIRED_PATHS = ("init_from_ptl_ckpt", "codecmodel_path", "data.train_manifest", "data.val_manifest")
-DPO_LOSS_TYPES = ("dpo", "ipo", "rpo")
 
 
 @dataclass
@@ -31,9 +32,7 @@ class DPORun:
 
 def run_offline_po_dpo(cfg: DictConfig) -> DPORun | None:
     cfg = prepare_config(cfg, REQUIRED_PATHS)
-    loss_type = cfg.model.get("dpo_loss_type", "dpo")
-    if loss_type not in DPO_LOSS_TYPES:
-        raise ConfigError("model.dpo_loss_type", loss_type, ", ".join(DPO_LOSS_TYPES))
+    require_choice(cfg, "model.dpo_loss_type", "dpo", DPO_LOSS_TYPES)
     if is_dry_run(cfg):
         print_dry_run(cfg, "offline_po_dpo")
         return None
@@ -55,4 +54,5 @@ def run_offline_po_dpo(cfg: DictConfig) -> DPORun | None:
     model = MagpieTTSModelOfflinePO(cfg=model_cfg, trainer=trainer)
     model.maybe_init_from_pretrained_checkpoint(cfg=cfg)
     trainer.fit(model)
+    finish_loggers(trainer)
     return DPORun(model=model, trainer=trainer)

@@ -6,13 +6,16 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, open_dict
 
+from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS
 from nemo_ext.recipes.setup import (
     build_model_config,
     build_trainer,
     dataset_config,
+    finish_loggers,
     is_dry_run,
     prepare_config,
     print_dry_run,
+    require_choice,
 )
 from nemo_ext.telemetry import telemetry_callbacks
 
@@ -29,6 +32,8 @@ class OnlinePORun:
 
 def run_online_po(cfg: DictConfig) -> OnlinePORun | None:
     cfg = prepare_config(cfg, REQUIRED_PATHS)
+    require_choice(cfg, "model.reward_asr_model", "nemo", REWARD_ASR_MODELS)
+    require_choice(cfg, "model.loss_type", "grpo", GRPO_LOSS_TYPES)
     if is_dry_run(cfg):
         print_dry_run(cfg, "online_po")
         return None
@@ -49,4 +54,5 @@ def run_online_po(cfg: DictConfig) -> OnlinePORun | None:
     model = MagpieTTSOnlinePO(cfg=model_cfg, trainer=trainer)
     model.maybe_init_from_pretrained_checkpoint(cfg=cfg)
     trainer.fit(model)
+    finish_loggers(trainer)
     return OnlinePORun(model=model, trainer=trainer, log_dir=trainer.log_dir)

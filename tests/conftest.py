@@ -1,0 +1,37 @@
+"""Shared fixtures: the real Hydra configs, composed and shrunk onto tiny models built locally.
+
+Nothing here reaches the network: hub access is switched off and W&B runs offline."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Set before transformers / huggingface_hub / wandb are imported by any test module.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.pop("WANDB_API_KEY", None)
+
+from magpie_testing import compose  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """The embedded tiny default, built once per session (or reused from $MAGPIE_TEST_FIXTURES)."""
+    from nemo_ext.tiny_fixtures import build_tiny_fixtures
+
+    root = os.environ.get("MAGPIE_TEST_FIXTURES") or str(tmp_path_factory.mktemp("tiny"))
+    return build_tiny_fixtures(root)
+
+
+@pytest.fixture
+def tiny_config(tiny, tmp_path):
+    """compose('<stage>_tiny', [...]) pointed at the session's fixtures and a per-test run dir."""
+
+    def make(config_name: str, *overrides: str):
+        return compose(config_name, [f"tiny_root={tiny.root}", f"exp_manager.exp_dir={tmp_path / 'runs'}", *overrides])
+
+    return make

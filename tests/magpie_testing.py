@@ -1,0 +1,51 @@
+"""Helpers shared by the tests: the real configs, real subprocesses, RunIf-style gates.
+(Named so it cannot clash with a site-packages `tests` package.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+PRIMARY_CONFIGS = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
+
+
+def compose(config_name: str, overrides: list[str] | None = None):
+    """Compose a real config from conf/ exactly as the recipe's Hydra entry point would."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides or [])
+
+
+def run_recipe(script: str, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a recipe entry point as a user would: a real subprocess."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "recipes" / script), *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# ---- RunIf-style gates ----
+def _have_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+requires_cuda = pytest.mark.skipif(not _have_cuda(), reason="needs a CUDA device")
+requires_slurm = pytest.mark.skipif(
+    not (shutil.which("slurmctld") and shutil.which("slurmd") and shutil.which("munged") and os.geteuid() == 0),
+    reason="needs Debian's slurm-wlm and munge installed and root (bash .ci/run installs them)",
+)

@@ -1,0 +1,111 @@
+"""The +whisper shortcut, and bad input failing with a clear error before any model is built."""
+
+import time
+
+import pytest
+from magpie_testing import compose, run_recipe
+from omegaconf import OmegaConf
+
+from nemo_ext.config import NemoModelSettings, WhisperSettings, fold_whisper_shortcut
+from nemo_ext.errors import ConfigError
+from nemo_ext.recipes.offline_po_datagen import run_offline_po_datagen
+from nemo_ext.recipes.offline_po_dpo import run_offline_po_dpo
+from nemo_ext.recipes.online_po import run_online_po
+
+
+def test_plus_shortcut_lands_top_level_and_is_folded_into_model_whisper():
+    cfg = compose("online_po", ["+whisper.dtype=bf16", "+whisper.batch_size=3"])
+    assert cfg.whisper.dtype == "bf16" and cfg.model.whisper.dtype == "auto"
+    folded = fold_whisper_shortcut(cfg)
+    assert "whisper" not in folded
+    settings = WhisperSettings.from_config(folded.model.whisper)
+    assert (settings.dtype, settings.batch_size, settings.pretrained) == ("bfloat16", 3, "openai/whisper-large-v3")
+
+
+def test_plus_on_the_full_key_is_rejected_by_hydra_and_plain_override_works():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="already at 'model.whisper.dtype'"):
+        compose("online_po", ["+model.whisper.dtype=fp32"])
+    assert compose("online_po", ["model.whisper.dtype=fp32"]).model.whisper.dtype == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("node", "key", "bad"),
+    [
+        ({"dtype": "int3"}, "whisper.dtype", "'int3'"),
+        ({"dtpe": "fp16"}, "whisper.dtpe", "'fp16'"),
+        ({"batch_size": 0}, "whisper.batch_size", "0"),
+        ({"attn_implementation": "x"}, "whisper.attn_implementation", "'x'"),
+    ],
+)
+def test_shortcut_errors_name_the_key_the_user_typed(node, key, bad):
+    cfg = OmegaConf.create({"whisper": node, "model": {"whisper": {"dtype": "auto"}}})
+    with pytest.raises(ConfigError, match=f"^{key}={bad} is invalid; allowed: "):
+        fold_whisper_shortcut(cfg)
+
+
+def test_nemo_model_settings_accept_names_and_existing_nemo_files(tmp_path):
+    assert not NemoModelSettings.from_config(None, "model.nemo_asr", "nvidia/parakeet-ctc-0.6b").is_local_file
+    path = tmp_path / "asr.nemo"
+    path.write_bytes(b"x")
+    assert NemoModelSettings.from_config(OmegaConf.create({"pretrained": str(path)}), "k", "d").is_local_file
+    with pytest.raises(ConfigError, match=r"model.nemo_asr.pretrained='/nope.nemo' is invalid"):
+        NemoModelSettings.from_config(OmegaConf.create({"pretrained": "/nope.nemo"}), "model.nemo_asr", "d")
+
+
+@pytest.mark.parametrize(
+    ("run", "config", "override", "message"),
+    [
+        (run_online_po, "online_po_tiny", "model.reward_asr_model=wav2vec", "model.reward_asr_model='wav2vec'"),
+        (run_online_po, "online_po_tiny", "model.loss_type=ppo", "model.loss_type='ppo'"),
+        (run_online_po, "online_po_tiny", "init_from_ptl_ckpt=/missing.ckpt", "init_from_ptl_ckpt='/missing.ckpt'"),
+        (run_online_po, "online_po_tiny", "data.train_manifest=/missing.json", "data.train_manifest='/missing.json'"),
+        (run_online_po, "online_po_tiny", "+exp_manager.wandb_logger_kwargs.api_key=abc123", "api_key='<redacted>'"),
+        (
+            run_offline_po_datagen,
+            "offline_po_datagen_tiny",
+            "model.load_whisper_model=false",
+            "model.load_whisper_model=False",
+        ),
+        (run_offline_po_dpo, "offline_po_dpo_tiny", "model.dpo_loss_type=kto", "model.dpo_loss_type='kto'"),
+    ],
+)
+def test_bad_input_fails_before_any_model_is_built(tiny_config, tmp_path, run, config, override, message):
+    cfg = tiny_config(config, override)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")) as error:
+        run(cfg)
+    assert "allowed:" in str(error.value)
+    assert not (tmp_path / "runs").exists()  # no trainer, no log dir, nothing written
+    assert "abc123" not in str(error.value)
+
+
+def test_missing_required_path_in_real_config():
+    with pytest.raises(ConfigError, match=r"^init_from_ptl_ckpt='\?\?\?' is invalid; allowed: a path"):
+        run_online_po(compose("online_po"))
+
+
+def test_cli_bad_dtype_exits_2_in_seconds_with_one_line(tiny):
+    started = time.monotonic()
+    result = run_recipe(
+        "online_po.py", "--config-name", "online_po_tiny", f"tiny_root={tiny.root}", "+whisper.dtype=int3"
+    )
+    assert result.returncode == 2
+    assert (
+        "config error: whisper.dtype='int3' is invalid; allowed: auto, float16, fp16, bfloat16, bf16, float32, fp32"
+    ) in result.stderr
+    assert "restored" not in result.stdout + result.stderr  # no model was loaded
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize(
+    ("override", "shown"), [("+whisper.dtype=bf16", "bfloat16"), ("model.whisper.dtype=fp32", "float32")]
+)
+def test_cli_dry_run_shows_the_dtype_that_will_load(tiny, override, shown):
+    result = run_recipe(
+        "online_po.py", "--config-name", "online_po_tiny", f"tiny_root={tiny.root}", "dry_run=true", override
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        f"[dry-run] online_po: config valid, input paths exist; whisper={tiny.whisper} dtype={shown}" in result.stdout
+    )
