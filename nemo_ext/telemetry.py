@@ -168,8 +168,15 @@ class WhisperMemoryMonitor(Callback):
         return figures
 
     def _reduce_and_log(self, trainer, figures: dict[str, float], step: int, phase: str) -> dict[str, float]:
+        where = {
+            "phase": phase,
+            "step": step,
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "cluster_environment": type(getattr(trainer.strategy, "cluster_environment", None)).__name__,
+        }
         with open(self._rank_file, "a") as f:
-            f.write(json.dumps({"phase": phase, "step": step, "rank": trainer.global_rank, **figures}) + "\n")
+            f.write(json.dumps({**where, **figures}) + "\n")
         reduced = reduce_across_ranks(trainer, figures)
         self._safe_log(trainer, lambda logger: logger.log_metrics(reduced, step=step))
         return reduced

@@ -25,16 +25,46 @@ def compose(config_name: str, overrides: list[str] | None = None):
         return hydra_compose(config_name=config_name, overrides=overrides or [])
 
 
-def run_recipe(script: str, *args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run a recipe entry point as a user would: a real subprocess."""
+def run_recipe(
+    script: str, *args: str, env: dict | None = None, cwd=None, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run a recipe entry point as a user would: a real subprocess (Hydra writes its outputs/ under cwd)."""
     return subprocess.run(
         [sys.executable, str(REPO / "recipes" / script), *args],
-        cwd=REPO,
+        cwd=cwd or REPO,
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def start_recipe(script: str, *args: str, env: dict, cwd, log_path) -> subprocess.Popen:
+    """Start a recipe process without waiting (several ranks at once); output goes to log_path."""
+    log = open(log_path, "w")
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "recipes" / script), *args],
+        cwd=cwd,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_jsonl(path) -> list[dict]:
+    import json
+
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 # ---- RunIf-style gates ----
