@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The embedded tiny default end to end on CPU: install, build tiny models offline, run a 2-step GRPO.
+#   bash scripts/demo.sh [extra Hydra overrides, e.g. +whisper.dtype=fp32]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export MAGPIE_TINY_ROOT="${MAGPIE_TINY_ROOT:-$PWD/.tiny}"
+python scripts/make_tiny_fixtures.py --out "$MAGPIE_TINY_ROOT" >/dev/null
+python recipes/online_po.py --config-name online_po_tiny "$@"
+echo "demo finished: logs, audio, checkpoints and the offline W&B run are under runs/tiny/"

@@ -1,0 +1,79 @@
+# shellcheck shell=bash
+# Sourced by the sbatch scripts: runs one recipe stage under srun, one task per GPU.
+# Everything here is derived from the SLURM allocation; nothing is typed twice.
+
+# Ranks: srun sets SLURM_PROCID / SLURM_LOCALID / SLURM_NODEID per task and Lightning's SLURMEnvironment reads
+# them. Rendezvous: the first node of the allocation, a port derived from the job id (stable across requeues).
+magpie_export_rendezvous() {
+  MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+  MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
+  export MASTER_ADDR MASTER_PORT
+}
+
+# SLURM_NTASKS_PER_NODE can read "8(x2)"; sbatch --ntasks-per-node makes it uniform.
+magpie_tasks_per_node() {
+  local value=${SLURM_NTASKS_PER_NODE:-${SLURM_TASKS_PER_NODE:-1}}
+  echo "${value%%(*}"
+}
+
+# Hydra's options (--config-name X, -cn X, --config-dir X) must come before its overrides, while the launcher
+# puts its own topology overrides first: split the user's arguments into MAGPIE_HYDRA_OPTIONS and
+# MAGPIE_OVERRIDES.
+magpie_split_args() {
+  MAGPIE_HYDRA_OPTIONS=()
+  MAGPIE_OVERRIDES=()
+  while (($#)); do
+    case "$1" in
+      --config-name | -cn | --config-dir | -cd | --config-path | -cp)
+        MAGPIE_HYDRA_OPTIONS+=("$1" "${2:?$1 needs a value}")
+        shift 2
+        ;;
+      --config-name=* | --config-dir=* | --config-path=*)
+        MAGPIE_HYDRA_OPTIONS+=("$1")
+        shift
+        ;;
+      trainer.num_nodes=* | trainer.devices=* | +trainer.num_nodes=* | +trainer.devices=* | ++trainer.num_nodes=* | ++trainer.devices=*)
+        echo "launcher: $1 is not accepted; the topology comes from the allocation: set NODES / GPUS_PER_NODE" \
+          "(submit.sh) or sbatch --nodes / --ntasks-per-node" >&2
+        return 2
+        ;;
+      *)
+        MAGPIE_OVERRIDES+=("$1")
+        shift
+        ;;
+    esac
+  done
+}
+
+magpie_run_stage() {
+  local stage=$1
+  shift
+  local repo=${MAGPIE_REPO:-${SLURM_SUBMIT_DIR:-$PWD}}
+  local python=${MAGPIE_PYTHON:-python}
+  local nodes=${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}
+  local tasks_per_node
+  tasks_per_node=$(magpie_tasks_per_node)
+
+  # Compute nodes usually have no internet: read models from the shared cache filled on the login node.
+  export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1}
+  export TRANSFORMERS_OFFLINE=${TRANSFORMERS_OFFLINE:-1}
+  # NCCL: fail fast on a dead peer instead of hanging until the time limit.
+  export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-1}
+  export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
+  export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
+  magpie_export_rendezvous
+
+  local recipe="$repo/recipes/$stage.py"
+  magpie_split_args "$@"
+  local arguments=("${MAGPIE_HYDRA_OPTIONS[@]}" "trainer.num_nodes=$nodes" "trainer.devices=$tasks_per_node"
+    "${MAGPIE_OVERRIDES[@]}")
+  echo "[magpie] job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}): $stage on $nodes node(s) x $tasks_per_node task(s), rendezvous $MASTER_ADDR:$MASTER_PORT"
+
+  # Re-validate on the batch host before starting every rank (inputs can vanish while the job queues).
+  (cd "$repo" && "$python" "$recipe" "${arguments[@]}" dry_run=true)
+
+  # One task per GPU; Lightning handles SIGUSR1 (see --signal in the sbatch script): it saves a checkpoint and
+  # requeues the job, which then resumes from it (same job id -> same exp_manager version and W&B run).
+  cd "$repo" || return
+  srun --kill-on-bad-exit=1 --ntasks-per-node="$tasks_per_node" "$python" "$recipe" "${arguments[@]}"
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Everything the test suite needs, then the suite: bash scripts/test.sh [pytest args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+bash scripts/install_test_tools.sh
+ruff check .
+ruff format --check .
+exec python -m pytest "$@"

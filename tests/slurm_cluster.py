@@ -1,0 +1,105 @@
+"""A real single-node SLURM cluster (slurmctld + slurmd + munged) in a temp folder, for the launcher tests.
+
+Isolated from any cluster on the machine: its own munge socket and key, its own ports, state and logs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class LocalSlurm:
+    root: Path
+    conf: Path
+    env: dict
+
+    def run(self, *command: str, timeout: int = 60, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+    def stop(self) -> None:
+        for name in ("slurmd", "slurmctld", "munged"):
+            pid_file = self.root / f"{name}.pid"
+            if pid_file.exists():
+                try:
+                    os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
+                except (ProcessLookupError, ValueError):
+                    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_slurm(root: Path, cpus: int | None = None) -> LocalSlurm:
+    root.mkdir(parents=True, exist_ok=True)
+    host = socket.gethostname()
+    cpus = cpus or os.cpu_count() or 2
+    munge_socket = root / "munge.socket"
+    key = root / "munge.key"
+    key.write_bytes(os.urandom(1024))
+    key.chmod(0o400)
+    subprocess.run(
+        [
+            "munged",
+            "--force",
+            f"--key-file={key}",
+            f"--socket={munge_socket}",
+            f"--pid-file={root / 'munged.pid'}",
+            f"--log-file={root / 'munged.log'}",
+            f"--seed-file={root / 'munged.seed'}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (root / "state").mkdir(exist_ok=True)
+    (root / "spool").mkdir(exist_ok=True)
+    conf = root / "slurm.conf"
+    conf.write_text(f"""ClusterName=magpietest
+SlurmctldHost={host}
+SlurmctldPort={_free_port()}
+SlurmdPort={_free_port()}
+SlurmUser=root
+AuthType=auth/munge
+AuthInfo=socket={munge_socket}
+CredType=cred/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+StateSaveLocation={root / "state"}
+SlurmdSpoolDir={root / "spool"}
+SlurmctldPidFile={root / "slurmctld.pid"}
+SlurmdPidFile={root / "slurmd.pid"}
+SlurmctldLogFile={root / "slurmctld.log"}
+SlurmdLogFile={root / "slurmd.log"}
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+ReturnToService=2
+# Short grace periods: tests requeue and cancel jobs.
+KillWait=5
+SchedulerParameters=sched_interval=2
+NodeName={host} CPUs={cpus} RealMemory=8000 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+""")
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    cluster = LocalSlurm(root=root, conf=conf, env=env)
+    subprocess.run(["slurmctld", "-f", str(conf)], env=env, check=True, capture_output=True)
+    subprocess.run(["slurmd", "-f", str(conf)], env=env, check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        state = cluster.run("sinfo", "-h", "-o", "%T").stdout.strip()
+        if state.startswith("idle"):
+            return cluster
+        time.sleep(0.5)
+    cluster.stop()
+    logs = "\n".join((root / f).read_text()[-2000:] for f in ("slurmctld.log", "slurmd.log") if (root / f).exists())
+    raise RuntimeError(f"local SLURM did not come up (sinfo: {state!r}):\n{logs}")

@@ -1,0 +1,146 @@
+"""The SLURM launchers against a real single-node SLURM (slurmctld, slurmd, munged started by the fixture)."""
+
+import glob
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from magpie_testing import REPO, read_jsonl, requires_slurm
+from slurm_cluster import start_local_slurm
+
+from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e, requires_slurm]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    cluster = start_local_slurm(tmp_path_factory.mktemp("slurm"))
+    yield cluster
+    cluster.stop()
+
+
+def submit(slurm, tmp_path, stage, *overrides, wait=True, **variables):
+    env = {
+        **slurm.env,
+        "NODES": "1",
+        "GPUS_PER_NODE": "0",
+        "TASKS_PER_NODE": "2",
+        "CPUS_PER_TASK": "1",
+        "TIME": "00:10:00",
+        "MAGPIE_EXP_DIR": str(tmp_path / "runs"),
+        "SBATCH_EXTRA": f"--output={tmp_path}/job-%j.out" + (" --wait" if wait else ""),
+        **variables,
+    }
+    return subprocess.run(
+        ["bash", str(REPO / "scripts/slurm/submit.sh"), stage, *overrides],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def job_id(result) -> str:
+    return re.search(r"Submitted batch job (\d+)", result.stdout).group(1)
+
+
+def queue(slurm) -> str:
+    return slurm.run("squeue", "-h", "-o", "%i %T").stdout.strip()
+
+
+def tiny_args(stage, fixtures):
+    return ["--config-name", f"{stage}_tiny", f"tiny_root={fixtures.root}"]
+
+
+@pytest.mark.parametrize("stage", ["online_po", "offline_po_datagen"])
+def test_missing_input_fails_on_the_login_node_and_queues_nothing(slurm, tmp_path, tiny, stage):
+    started = time.monotonic()
+    result = submit(slurm, tmp_path, stage, *tiny_args(stage, tiny), "codecmodel_path=/no/codec.nemo")
+    assert result.returncode == 2
+    assert "config error: codecmodel_path='/no/codec.nemo' is invalid" in result.stderr
+    assert "Submitted batch job" not in result.stdout
+    assert queue(slurm) == ""
+    assert time.monotonic() - started < 60
+
+
+def test_topology_typed_twice_is_refused_before_queueing(slurm, tmp_path, tiny):
+    result = submit(slurm, tmp_path, "online_po", *tiny_args("online_po", tiny), "trainer.devices=4")
+    assert result.returncode != 0
+    assert "launcher: trainer.devices=4 is not accepted; the topology comes from the allocation" in result.stderr
+    assert queue(slurm) == ""
+
+
+def test_grpo_job_runs_two_ranks(slurm, tmp_path, tiny):
+    result = submit(slurm, tmp_path, "online_po", *tiny_args("online_po", tiny), "+whisper.dtype=fp32")
+    job = job_id(result)
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert result.returncode == 0, output[-4000:]
+    assert f"[magpie] job {job} (restart 0): online_po on 1 node(s) x 2 task(s)" in output
+    assert "[dry-run] online_po: config valid" in output and "dtype=float32" in output
+
+    log_dir = tmp_path / "runs" / "tiny_online_po" / job  # exp_manager version = job id
+    for rank in (0, 1):
+        rows = read_jsonl(log_dir / "memory" / f"rank{rank}.jsonl")
+        assert {(r["cluster_environment"], r["world_size"]) for r in rows} == {("SLURMEnvironment", 2)}
+        assert rows[0]["whisper/weights_bytes"] == tiny.whisper_param_count * 4
+    audios = os.listdir(log_dir / "audios")
+    assert {a.split("_")[1] for a in audios if a.endswith("_metrics.json")} == {"audioRank0", "audioRank1"}
+    [run_file] = find_offline_runs(str(tmp_path / "runs"))
+    assert read_offline_run(run_file).group == job
+
+
+def test_datagen_job_scores_every_item_across_two_ranks(slurm, tmp_path, tiny):
+    result = submit(slurm, tmp_path, "offline_po_datagen", *tiny_args("offline_po_datagen", tiny))
+    job = job_id(result)
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert result.returncode == 0, output[-4000:]
+    metrics = glob.glob(str(tmp_path / "runs" / "tiny_offline_po_datagen" / job / "audios" / "*_metrics.json"))
+    assert len(metrics) == 4
+    assert {Path(m).name.split("_")[1] for m in metrics} == {"audioRank0", "audioRank1"}
+
+
+def test_requeue_on_sigusr1_resumes_from_the_saved_checkpoint(slurm, tmp_path, tiny):
+    max_steps = 12
+    result = submit(
+        slurm,
+        tmp_path,
+        "online_po",
+        *tiny_args("online_po", tiny),
+        f"trainer.max_steps={max_steps}",
+        "trainer.max_epochs=1000",
+        wait=False,
+    )
+    assert result.returncode == 0, result.stderr
+    job = job_id(result)
+    rank0 = tmp_path / "runs" / "tiny_online_po" / job / "memory" / "rank0.jsonl"
+    deadline = time.monotonic() + 300
+    while not (rank0.exists() and sum('"step"' in line for line in rank0.read_text().splitlines()) >= 2):
+        assert time.monotonic() < deadline, "job did not start training"
+        time.sleep(0.5)
+    # What SLURM sends --signal=SIGUSR1@120 before the time limit; Lightning saves and requeues.
+    assert slurm.run("scancel", "--signal=USR1", job).returncode == 0
+    released = False
+    while (state := slurm.run("squeue", "-h", "-j", job, "-o", "%T %r").stdout.strip()) != "":
+        assert time.monotonic() < deadline + 300, f"job stuck: {state}"
+        if state == "PENDING BeginTime" and not released:
+            # SLURM holds a requeued job for two minutes; release it now.
+            released = slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now").returncode == 0
+        time.sleep(1)
+
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert f"[magpie] job {job} (restart 1)" in output, output[-4000:]
+    assert "Resuming after SLURM requeue from" in output and "hpc_ckpt_" in output
+    rows = read_jsonl(rank0)
+    second_load = [i for i, row in enumerate(rows) if row["phase"] == "load"][1]
+    before = [row["step"] for row in rows[:second_load] if row["phase"] == "step"]
+    after = [row["step"] for row in rows[second_load:] if row["phase"] == "step"]
+    assert before[0] == 1 and after[-1] == max_steps
+    # Resumed, not restarted: the second attempt continues the step count instead of starting at 1 again.
+    assert after[0] > 1, (before, after)
+    assert len(glob.glob(str(tmp_path / "runs" / "tiny_online_po" / job / "checkpoints" / "*last.ckpt"))) == 1
+    run_ids = {Path(f).stem for f in find_offline_runs(str(tmp_path / "runs"))}
+    assert run_ids == {f"run-{job}"}  # both attempts logged to the one W&B run of this job
