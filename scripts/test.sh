@@ -4,6 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 bash scripts/install_test_tools.sh
+bash scripts/fetch_pretrained_whisper.sh
 ruff check .
 ruff format --check .
 exec python -m pytest "$@"

@@ -39,6 +39,13 @@ def run_recipe(
     )
 
 
+def run_script(path: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run a repo script (relative to the repo root) in a real subprocess."""
+    return subprocess.run(
+        [sys.executable, str(REPO / path), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+
+
 def start_recipe(script: str, *args: str, env: dict, cwd, log_path) -> subprocess.Popen:
     """Start a recipe process without waiting (several ranks at once); output goes to log_path."""
     log = open(log_path, "w")

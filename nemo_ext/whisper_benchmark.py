@@ -1,0 +1,212 @@
+"""Whisper dtype benchmark: weights, peak memory, latency, throughput and transcript agreement per dtype.
+
+Each dtype is measured in a fresh process (`python scripts/benchmark_whisper_dtype.py --worker SPEC OUT`), so
+one dtype's peak memory cannot bleed into the next one's."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+
+GB = 1e9
+SCRIPT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "benchmark_whisper_dtype.py"
+)
+
+
+@dataclass
+class BenchmarkSpec:
+    pretrained: str
+    files: list[str]
+    dtypes: list[str]
+    batch_sizes: list[int]
+    language: str | None
+    device: str  # cpu | cuda
+    attn_implementation: str = "sdpa"
+
+
+def audio_files(path: str, limit: int | None = None) -> list[str]:
+    """Audio paths from a manifest (.json/.jsonl lines with audio_filepath) or a folder of .wav/.flac files."""
+    if os.path.isdir(path):
+        files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith((".wav", ".flac")))
+    else:
+        with open(path) as f:
+            files = [json.loads(line)["audio_filepath"] for line in f if line.strip()]
+    if not files:
+        raise ValueError(f"no audio found in {path}")
+    return files[:limit] if limit else files
+
+
+def levenshtein(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def sdpa_backend_from_kernels(kernel_names: list[str]) -> str:
+    """Which scaled-dot-product-attention backend ran, from the CUDA kernel names a profiler saw."""
+    names = " ".join(kernel_names).lower()
+    for marker, backend in (("flash", "flash"), ("cudnn", "cudnn"), ("fmha", "efficient"), ("efficient", "efficient")):
+        if marker in names:
+            return backend
+    return "math"
+
+
+# ---------------------------------------------------------------- worker (one dtype, one process)
+def measure_dtype(spec: BenchmarkSpec, dtype: str) -> dict:
+    import torch
+
+    from nemo_ext.config import WhisperSettings
+    from nemo_ext.memory import module_footprint, process_peak_rss_bytes
+    from nemo_ext.whisper_asr import load_whisper, transcribe_with_whisper
+
+    cuda = spec.device == "cuda"
+    settings = WhisperSettings.from_config(
+        {"pretrained": spec.pretrained, "dtype": dtype, "attn_implementation": spec.attn_implementation}
+    )
+    processor, model = load_whisper(settings)
+    model.to(spec.device)
+    footprint = module_footprint(model)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def transcribe(chunk):
+        return transcribe_with_whisper(chunk, spec.language, processor, model, spec.device, batch_size=len(chunk))
+
+    runs = {}
+    for batch_size in spec.batch_sizes:
+        transcribe(spec.files[:batch_size])  # warm-up: kernels, caches, allocator
+        latencies, transcripts = [], []
+        started = time.perf_counter()
+        for start in range(0, len(spec.files), batch_size):
+            chunk = spec.files[start : start + batch_size]
+            sync()
+            t0 = time.perf_counter()
+            transcripts += transcribe(chunk)
+            sync()
+            latencies.append((time.perf_counter() - t0) * 1000)
+        elapsed = time.perf_counter() - started
+        runs[str(batch_size)] = {
+            "median_ms": statistics.median(latencies),
+            "p90_ms": statistics.quantiles(latencies, n=10)[-1] if len(latencies) > 1 else latencies[0],
+            "samples_per_s": len(spec.files) / elapsed,
+            "transcripts": [t.strip() for t in transcripts],
+        }
+
+    backend = "n/a (CPU)"
+    if cuda:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as profiler:
+            transcribe(spec.files[:1])
+        backend = sdpa_backend_from_kernels([event.key for event in profiler.key_averages()])
+    return {
+        "dtype": dtype,
+        "loaded_dtype": ",".join(footprint.dtypes),
+        "param_count": footprint.param_count,
+        "weights_bytes": footprint.weights_bytes,
+        "peak_bytes": torch.cuda.max_memory_allocated() if cuda else process_peak_rss_bytes(),
+        "peak_kind": "CUDA peak allocated" if cuda else "process peak RSS",
+        "sdpa_backend": backend,
+        "runs": runs,
+    }
+
+
+# ---------------------------------------------------------------- parent
+def run_benchmark(spec: BenchmarkSpec) -> dict:
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        spec_path = os.path.join(tmp, "spec.json")
+        with open(spec_path, "w") as f:
+            json.dump(asdict(spec), f)
+        for dtype in spec.dtypes:
+            out_path = os.path.join(tmp, f"{dtype}.json")
+            subprocess.run([sys.executable, SCRIPT, "--worker", spec_path, dtype, out_path], check=True)
+            with open(out_path) as f:
+                results.append(json.load(f))
+    reference = next((r for r in results if r["loaded_dtype"] == "float32"), results[0])
+    for result in results:
+        for batch_size, run in result["runs"].items():
+            expected = reference["runs"][batch_size]["transcripts"]
+            run["identical_to_reference"] = sum(a == b for a, b in zip(run["transcripts"], expected))
+            run["mean_char_levenshtein"] = statistics.mean(
+                levenshtein(a, b) for a, b in zip(run["transcripts"], expected)
+            )
+    return {
+        "spec": asdict(spec),
+        "reference_dtype": reference["dtype"],
+        "results": results,
+        "torch": __import__("torch").__version__,
+        "device_name": _device_name(spec.device),
+    }
+
+
+def _device_name(device: str) -> str:
+    import platform
+
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+COLUMNS = [
+    "dtype",
+    "loaded",
+    "batch",
+    "weights GB",
+    "peak GB",
+    "median ms",
+    "p90 ms",
+    "samples/s",
+    "identical to ref",
+    "mean char Levenshtein",
+    "SDPA backend",
+]
+
+
+def render_table(report: dict) -> str:
+    results = report["results"]
+    n = len(report["spec"]["files"])
+    lines = [
+        f"Whisper `{report['spec']['pretrained']}` on {report['device_name']}, {n} samples, greedy; "
+        f"peak = {results[0]['peak_kind']}; reference = {report['reference_dtype']}.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for result in results:
+        for batch_size, run in result["runs"].items():
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        result["dtype"],
+                        result["loaded_dtype"],
+                        batch_size,
+                        f"{result['weights_bytes'] / GB:.4g}",
+                        f"{result['peak_bytes'] / GB:.4g}",
+                        f"{run['median_ms']:.1f}",
+                        f"{run['p90_ms']:.1f}",
+                        f"{run['samples_per_s']:.2f}",
+                        f"{run['identical_to_reference']}/{n}",
+                        f"{run['mean_char_levenshtein']:.2f}",
+                        result["sdpa_backend"],
+                    ]
+                )
+                + " |"
+            )
+    return "\n".join(lines)
