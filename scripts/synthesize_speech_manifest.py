@@ -56,7 +56,9 @@ def main() -> None:
         for i, text in enumerate(SENTENCES[: args.count]):
             path = os.path.join(out_dir, f"speech_{i:02d}.wav")
             subprocess.run(["espeak-ng", "-w", path, text], check=True)
-            f.write(json.dumps({"audio_filepath": path, "text": text, "duration": round(sf.info(path).duration, 3)}) + "\n")
+            f.write(
+                json.dumps({"audio_filepath": path, "text": text, "duration": round(sf.info(path).duration, 3)}) + "\n"
+            )
     print(manifest)
 
 

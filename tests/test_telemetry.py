@@ -4,6 +4,7 @@ import os
 
 import pytest
 import torch
+from magpie_testing import requires_cuda
 
 from nemo_ext.recipes.offline_po_datagen import run_offline_po_datagen
 from nemo_ext.recipes.online_po import run_online_po
@@ -63,3 +64,14 @@ def test_telemetry_can_be_switched_off(tiny_config, tmp_path):
     assert logged.series("train_loss")
     assert not os.path.exists(os.path.join(run.log_dir, "memory"))
     assert not run.model.step_memory.enabled
+
+
+@pytest.mark.gpu
+@requires_cuda
+def test_cuda_figures_on_gpu(tiny_config, tmp_path, tiny):
+    run_online_po(tiny_config("online_po_tiny", "trainer.accelerator=gpu", "trainer.max_steps=1"))
+    logged = offline_run(tmp_path)
+    [step] = [row for row in logged.history if "reward/peak_allocated_gb" in row]
+    assert 0 < step["reward/peak_allocated_gb"] <= step["gpu/peak_allocated_gb"]
+    assert step["gpu/reserved_gb"] >= step["gpu/allocated_gb"] > 0
+    assert logged.series("whisper/weights_bytes")[0] == tiny.whisper_param_count * 2

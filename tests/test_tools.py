@@ -1,0 +1,44 @@
+"""The data and inspection tools in scripts/."""
+
+import json
+import shutil
+
+import pytest
+from magpie_testing import run_script
+
+from nemo_ext.recipes.online_po import run_online_po
+
+
+@pytest.mark.e2e
+def test_read_wandb_offline_prints_config_and_filtered_rows(tiny_config, tmp_path):
+    run_online_po(tiny_config("online_po_tiny", "trainer.max_steps=1"))
+    result = run_script("scripts/read_wandb_offline.py", str(tmp_path / "runs"), "--prefix", "whisper/")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert json.loads(lines[1].removeprefix("config: "))["whisper/dtype_loaded"] == "float16"
+    rows = [json.loads(line.split(": ", 1)[1]) for line in lines[2:]]
+    assert rows and all(key.startswith("whisper/") for row in rows for key in row)
+    assert rows[0]["whisper/bytes_per_param"] == 2
+
+
+def test_read_wandb_offline_names_a_folder_without_runs(tmp_path):
+    result = run_script("scripts/read_wandb_offline.py", str(tmp_path))
+    assert result.returncode == 2 and "no offline-run-*/run-*.wandb under" in result.stderr
+
+
+@pytest.mark.skipif(not shutil.which("espeak-ng"), reason="needs espeak-ng (bash scripts/install_test_tools.sh)")
+def test_synthesize_speech_manifest(tmp_path):
+    result = run_script("scripts/synthesize_speech_manifest.py", str(tmp_path), "--count", "2")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "manifest.json").read_text().splitlines()]
+    assert [r["text"] for r in rows] == [
+        "The quick brown fox jumps over the lazy dog.",
+        "Please call me tomorrow morning.",
+    ]
+    assert all(r["duration"] > 0.5 and r["audio_filepath"].startswith(str(tmp_path)) for r in rows)
+
+
+def test_synthesize_speech_manifest_rejects_bad_count(tmp_path):
+    result = run_script("scripts/synthesize_speech_manifest.py", str(tmp_path), "--count", "99")
+    assert result.returncode == 2
+    assert "--count=99 is invalid; allowed: 1 to 24" in result.stderr or "espeak-ng is not installed" in result.stderr
