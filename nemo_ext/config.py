@@ -44,6 +44,9 @@ class WhisperSettings:
         pretrained = raw.get("pretrained", DEFAULT_WHISPER)
         if not isinstance(pretrained, str) or not pretrained:
             raise ConfigError(f"{key}.pretrained", pretrained, "a hub model name or a local directory")
+        # A path (not a hub name like openai/whisper-large-v3) must exist: fail now, not at the hub lookup.
+        if pretrained.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(pretrained)):
+            raise ConfigError(f"{key}.pretrained", pretrained, "a hub model name or an existing local directory")
         batch_size = raw.get("batch_size")
         if batch_size is not None and (
             not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1

@@ -35,3 +35,21 @@ def tiny_config(tiny, tmp_path):
         return compose(config_name, [f"tiny_root={tiny.root}", f"exp_manager.exp_dir={tmp_path / 'runs'}", *overrides])
 
     return make
+
+
+DISTRIBUTED_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK")
+
+
+@pytest.fixture(autouse=True)
+def isolated_distributed_state():
+    """An in-process DDP run leaves MASTER_PORT (still listening) in os.environ and a process group behind;
+    later subprocesses would inherit the port and fail with EADDRINUSE."""
+    saved = {key: os.environ.pop(key) for key in DISTRIBUTED_ENV if key in os.environ}
+    yield
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    for key in DISTRIBUTED_ENV:
+        os.environ.pop(key, None)
+    os.environ.update(saved)

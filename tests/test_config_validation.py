@@ -61,6 +61,7 @@ def test_nemo_model_settings_accept_names_and_existing_nemo_files(tmp_path):
         (run_online_po, "online_po_tiny", "model.loss_type=ppo", "model.loss_type='ppo'"),
         (run_online_po, "online_po_tiny", "init_from_ptl_ckpt=/missing.ckpt", "init_from_ptl_ckpt='/missing.ckpt'"),
         (run_online_po, "online_po_tiny", "data.train_manifest=/missing.json", "data.train_manifest='/missing.json'"),
+        (run_online_po, "online_po_tiny", "+whisper.pretrained=/models/nope", "whisper.pretrained='/models/nope'"),
         (run_online_po, "online_po_tiny", "+exp_manager.wandb_logger_kwargs.api_key=abc123", "api_key='<redacted>'"),
         (
             run_offline_po_datagen,

@@ -59,3 +59,67 @@ def test_one_grpo_step(tiny_config, tmp_path, tiny, override, dtype, bytes_per_p
     assert logged.series("whisper/bytes_per_param")[0] == bytes_per_param
     assert logged.config["whisper/dtype_loaded"] == str(dtype).removeprefix("torch.")
     assert logged.series("train_loss"), "training metrics reached W&B"
+
+
+def test_reward_models_are_not_in_ddp_gradient_buckets(tiny_config, tiny):
+    """Under DDP (one gloo process here), only the policy's trainable parameters are bucketed for all-reduce."""
+    from lightning.pytorch import Callback
+
+    class RecordDDP(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.wrapper = type(trainer.strategy.model).__name__
+            self.bucketed = trainer.strategy.model._get_ddp_logging_data()
+
+    probe = RecordDDP()
+    run = run_online_po(
+        tiny_config("online_po_tiny", "trainer.strategy=ddp_find_unused_parameters_true", "trainer.max_steps=1"),
+        callbacks=[probe],
+    )
+    assert probe.wrapper == "DistributedDataParallel"
+    reward_modules = tuple(f"{name}." for name in run.model.frozen_submodules())
+    assert "whisper_model." in reward_modules
+    policy = [p for name, p in run.model.named_parameters() if not name.startswith(reward_modules) and p.requires_grad]
+    assert probe.bucketed["num_parameter_tensors"] == len(policy)
+    assert probe.bucketed["total_parameter_size_bytes"] == sum(p.numel() * p.element_size() for p in policy)
+
+
+def test_nemo_reward_with_whisper_loaded_too(tiny_config, tiny):
+    """The third upstream load site: reward from the NeMo ASR model, Whisper loaded (once) beside it."""
+    run = run_online_po(
+        tiny_config(
+            "online_po_tiny",
+            "model.reward_asr_model=nemo",
+            "model.load_whisper_model=true",
+            "+whisper.dtype=bf16",
+            "trainer.max_steps=1",
+        )
+    )
+    assert type(run.model.eval_asr_model).__name__ == "EncDecCTCModel"  # the tiny .nemo, not parakeet from the hub
+    assert run.model.whisper_model.dtype == torch.bfloat16
+    assert {"eval_asr_model", "whisper_model"} <= set(run.model.frozen_submodules())
+    assert run.trainer.global_step == 1
+
+
+@pytest.mark.parametrize(("batch_size", "generate_calls"), [("null", 1), ("1", 4)])
+def test_whisper_batch_size_caps_clips_per_generate_call(tiny_config, batch_size, generate_calls):
+    """One step scores batch 2 x 2 generations = 4 clips, all in German: one generate() call, or one per clip."""
+    from lightning.pytorch import Callback
+
+    class CountGenerateCalls(Callback):
+        calls = 0
+
+        def on_fit_start(self, trainer, pl_module):
+            whisper = pl_module.whisper_model
+            original = whisper.generate
+
+            def counting_generate(*args, **kwargs):
+                CountGenerateCalls.calls += 1
+                return original(*args, **kwargs)
+
+            whisper.generate = counting_generate  # wraps the real generate; the model still runs
+
+    run_online_po(
+        tiny_config("online_po_tiny", f"+whisper.batch_size={batch_size}", "trainer.max_steps=1"),
+        callbacks=[CountGenerateCalls()],
+    )
+    assert CountGenerateCalls.calls == generate_calls

@@ -9,15 +9,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, open_dict
 
 from nemo_ext.errors import ConfigError
-from nemo_ext.recipes.setup import (
-    build_model_config,
-    build_trainer,
-    dataset_config,
-    finish_loggers,
-    is_dry_run,
-    prepare_config,
-    print_dry_run,
-)
+from nemo_ext.recipes.setup import build_model_config, dataset_config, dry_run_done, execute, prepare_config
 from nemo_ext.telemetry import telemetry_callbacks
 
 DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDataset"
@@ -49,8 +41,7 @@ def resolve_load_whisper(cfg: DictConfig) -> DictConfig:
 
 def run_offline_po_datagen(cfg: DictConfig) -> DataGenRun | None:
     cfg = resolve_load_whisper(prepare_config(cfg, REQUIRED_PATHS))
-    if is_dry_run(cfg):
-        print_dry_run(cfg, "offline_po_datagen")
+    if dry_run_done(cfg, "offline_po_datagen"):
         return None
     model_cfg = build_model_config(
         cfg, {"test_ds": dataset_config(cfg, cfg.data.test_manifest, DATASET, shuffle=False)}
@@ -58,11 +49,5 @@ def run_offline_po_datagen(cfg: DictConfig) -> DataGenRun | None:
 
     from nemo_ext.models import MagpieTTSOfflinePODataGen
 
-    trainer = build_trainer(cfg, callbacks=telemetry_callbacks(cfg))
-    model = MagpieTTSOfflinePODataGen(cfg=model_cfg, trainer=trainer)
-    model.maybe_init_from_pretrained_checkpoint(cfg=cfg)
-    if getattr(model, "_test_dl", None) is None:
-        model.setup_test_data(model_cfg.test_ds)
-    trainer.test(model)
-    finish_loggers(trainer)
+    model, trainer = execute(cfg, MagpieTTSOfflinePODataGen, model_cfg, telemetry_callbacks(cfg), stage="test")
     return DataGenRun(model=model, trainer=trainer, audio_dir=model.output_dir())

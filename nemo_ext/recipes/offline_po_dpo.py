@@ -11,13 +11,11 @@ from omegaconf import DictConfig, open_dict
 from nemo_ext.config import DPO_LOSS_TYPES
 from nemo_ext.recipes.setup import (
     build_model_config,
-    build_trainer,
-    dataset_config,
-    finish_loggers,
-    is_dry_run,
+    dry_run_done,
+    execute,
     prepare_config,
-    print_dry_run,
     require_choice,
+    train_and_validation_datasets,
 )
 
 DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDatasetDPO"
@@ -33,16 +31,9 @@ class DPORun:
 def run_offline_po_dpo(cfg: DictConfig) -> DPORun | None:
     cfg = prepare_config(cfg, REQUIRED_PATHS)
     require_choice(cfg, "model.dpo_loss_type", "dpo", DPO_LOSS_TYPES)
-    if is_dry_run(cfg):
-        print_dry_run(cfg, "offline_po_dpo")
+    if dry_run_done(cfg, "offline_po_dpo"):
         return None
-    model_cfg = build_model_config(
-        cfg,
-        {
-            "train_ds": dataset_config(cfg, cfg.data.train_manifest, DATASET, shuffle=True),
-            "validation_ds": dataset_config(cfg, cfg.data.val_manifest, DATASET, shuffle=False),
-        },
-    )
+    model_cfg = build_model_config(cfg, train_and_validation_datasets(cfg, DATASET))
     with open_dict(model_cfg):
         model_cfg.reference_model_ckpt_path = cfg.init_from_ptl_ckpt
         for unused in ("whisper", "nemo_asr", "speaker_verification"):
@@ -50,9 +41,5 @@ def run_offline_po_dpo(cfg: DictConfig) -> DPORun | None:
 
     from nemo.collections.tts.models.magpietts_preference_optimization import MagpieTTSModelOfflinePO
 
-    trainer = build_trainer(cfg)
-    model = MagpieTTSModelOfflinePO(cfg=model_cfg, trainer=trainer)
-    model.maybe_init_from_pretrained_checkpoint(cfg=cfg)
-    trainer.fit(model)
-    finish_loggers(trainer)
+    model, trainer = execute(cfg, MagpieTTSModelOfflinePO, model_cfg, callbacks=[], stage="fit")
     return DPORun(model=model, trainer=trainer)

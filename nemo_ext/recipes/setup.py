@@ -98,6 +98,13 @@ def dataset_config(cfg: DictConfig, manifest: str, dataset_target: str, shuffle:
     }
 
 
+def train_and_validation_datasets(cfg: DictConfig, dataset_target: str) -> dict:
+    return {
+        "train_ds": dataset_config(cfg, cfg.data.train_manifest, dataset_target, shuffle=True),
+        "validation_ds": dataset_config(cfg, cfg.data.val_manifest, dataset_target, shuffle=False),
+    }
+
+
 def build_model_config(cfg: DictConfig, datasets: dict) -> DictConfig:
     """Architecture + this stage's `model` settings + datasets built from `data`."""
     model_cfg = OmegaConf.merge(load_architecture(cfg), cfg.model)
@@ -172,11 +179,10 @@ def finish_loggers(trainer) -> None:
             logger.experiment.finish()
 
 
-def is_dry_run(cfg: DictConfig) -> bool:
-    return bool(cfg.get("dry_run", False))
-
-
-def print_dry_run(cfg: DictConfig, stage: str) -> None:
+def dry_run_done(cfg: DictConfig, stage: str) -> bool:
+    """With `dry_run=true`: print that the (already validated) config is fine and report True: stop here."""
+    if not cfg.get("dry_run", False):
+        return False
     whisper = WhisperSettings.from_config(cfg.model.get("whisper"))
     rank = os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0"))
     print(
@@ -184,3 +190,17 @@ def print_dry_run(cfg: DictConfig, stage: str) -> None:
         f"dtype={whisper.dtype} (rank {rank})",
         flush=True,
     )
+    return True
+
+
+def execute(cfg: DictConfig, model_class, model_cfg: DictConfig, callbacks: list, stage: str):
+    """Build the trainer and the model, initialize it from the checkpoint, run `trainer.<stage>` ('fit' or
+    'test'), close the loggers. Returns (model, trainer)."""
+    trainer = build_trainer(cfg, callbacks=callbacks)
+    model = model_class(cfg=model_cfg, trainer=trainer)
+    model.maybe_init_from_pretrained_checkpoint(cfg=cfg)
+    if stage == "test" and getattr(model, "_test_dl", None) is None:
+        model.setup_test_data(model_cfg.test_ds)
+    getattr(trainer, stage)(model)
+    finish_loggers(trainer)
+    return model, trainer
