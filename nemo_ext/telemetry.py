@@ -52,6 +52,7 @@ class WhisperMemoryMonitor(Callback):
         self.log_every_n_steps = log_every_n_steps
         self.last_reduced: dict[str, float] = {}
         self.loaded: dict[str, float] = {}
+        self.dtypes: tuple[str, str] | None = None  # (configured, in memory)
         self._rank_file: str | None = None
         self._warned_logger_failure = False
 
@@ -89,6 +90,7 @@ class WhisperMemoryMonitor(Callback):
     def _log_dtypes(self, trainer, pl_module, footprint):
         settings = pl_module.whisper_settings
         loaded = ",".join(footprint.dtypes)
+        self.dtypes = (settings.dtype, loaded)
         expected = expected_whisper_dtype(pl_module)
         params = {
             "whisper/dtype_configured": settings.dtype,
@@ -139,9 +141,10 @@ class WhisperMemoryMonitor(Callback):
         loaded, last = self.loaded, self.last_reduced
         parts = []
         if "whisper/weights_gb" in loaded:
+            configured, in_memory = self.dtypes
             parts.append(
-                f"whisper weights {loaded['whisper/weights_gb']:.4g} GB "
-                f"({loaded['whisper/bytes_per_param']:g} bytes/param, {int(loaded['whisper/param_count'])} params)"
+                f"whisper weights {loaded['whisper/weights_gb']:.4g} GB in {in_memory} (configured {configured}; "
+                f"{loaded['whisper/bytes_per_param']:g} bytes/param, {int(loaded['whisper/param_count'])} params)"
             )
         for key, label in (
             ("gpu/peak_allocated_gb", "GPU peak allocated"),

@@ -36,9 +36,17 @@ def test_bf16_true_precision_cast_is_logged_and_warned(tiny_config, tmp_path, ti
     assert logged.series("whisper/weights_bytes")[0] == tiny.whisper_param_count * 2
 
 
-def test_no_warning_when_precision_keeps_the_dtype(tiny_config, recwarn):
+def test_no_warning_when_precision_keeps_the_dtype(tiny_config, tiny, recwarn, caplog):
+    caplog.set_level("INFO")
     run_online_po(tiny_config("online_po_tiny", "trainer.max_steps=1", "+whisper.dtype=fp32"))
     assert not [w for w in recwarn if "Whisper is in" in str(w.message)]
+    [summary] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Memory summary:")]
+    count = tiny.whisper_param_count
+    assert (
+        f"whisper weights {count * 4 / 1e9:.4g} GB in float32 (configured float32; 4 bytes/param, {count} params)"
+        in summary
+    )
+    assert "CPU peak RSS" in summary and "(worst of 1 ranks)" in summary
 
 
 def test_datagen_logs_figures_per_test_batch(tiny_config, tmp_path, tiny):
