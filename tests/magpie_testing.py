@@ -26,12 +26,13 @@ def compose(config_name: str, overrides: list[str] | None = None):
 
 
 def run_recipe(
-    script: str, *args: str, env: dict | None = None, cwd=None, timeout: int = 600
+    script: str, *args: str, cwd, env: dict | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:
-    """Run a recipe entry point as a user would: a real subprocess (Hydra writes its outputs/ under cwd)."""
+    """Run a recipe entry point as a user would: a real subprocess. Hydra writes its outputs/ under cwd, so
+    tests pass a temporary folder."""
     return subprocess.run(
         [sys.executable, str(REPO / "recipes" / script), *args],
-        cwd=cwd or REPO,
+        cwd=cwd,
         env={**os.environ, **(env or {})},
         capture_output=True,
         text=True,

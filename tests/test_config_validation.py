@@ -86,10 +86,10 @@ def test_missing_required_path_in_real_config():
         run_online_po(compose("online_po"))
 
 
-def test_cli_bad_dtype_exits_2_in_seconds_with_one_line(tiny):
+def test_cli_bad_dtype_exits_2_in_seconds_with_one_line(tiny, tmp_path):
     started = time.monotonic()
     result = run_recipe(
-        "online_po.py", "--config-name", "online_po_tiny", f"tiny_root={tiny.root}", "+whisper.dtype=int3"
+        "online_po.py", "--config-name", "online_po_tiny", f"tiny_root={tiny.root}", "+whisper.dtype=int3", cwd=tmp_path
     )
     assert result.returncode == 2
     assert (
@@ -102,9 +102,15 @@ def test_cli_bad_dtype_exits_2_in_seconds_with_one_line(tiny):
 @pytest.mark.parametrize(
     ("override", "shown"), [("+whisper.dtype=bf16", "bfloat16"), ("model.whisper.dtype=fp32", "float32")]
 )
-def test_cli_dry_run_shows_the_dtype_that_will_load(tiny, override, shown):
+def test_cli_dry_run_shows_the_dtype_that_will_load(tiny, tmp_path, override, shown):
     result = run_recipe(
-        "online_po.py", "--config-name", "online_po_tiny", f"tiny_root={tiny.root}", "dry_run=true", override
+        "online_po.py",
+        "--config-name",
+        "online_po_tiny",
+        f"tiny_root={tiny.root}",
+        "dry_run=true",
+        override,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert (
