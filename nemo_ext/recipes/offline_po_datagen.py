@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, open_dict
 
 from nemo_ext.errors import ConfigError
-from nemo_ext.recipes.setup import build_model_config, dataset_config, dry_run_done, execute, prepare_config
+from nemo_ext.recipes.setup import build_model_config, dataset_config, dry_run_done, prepare_config, run_trainer_test
 from nemo_ext.telemetry import telemetry_callbacks
 
 DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDataset"
@@ -49,5 +49,5 @@ def run_offline_po_datagen(cfg: DictConfig) -> DataGenRun | None:
 
     from nemo_ext.models import MagpieTTSOfflinePODataGen
 
-    model, trainer = execute(cfg, MagpieTTSOfflinePODataGen, model_cfg, telemetry_callbacks(cfg), stage="test")
+    model, trainer = run_trainer_test(cfg, MagpieTTSOfflinePODataGen, model_cfg, telemetry_callbacks(cfg))
     return DataGenRun(model=model, trainer=trainer, audio_dir=model.output_dir())

@@ -12,7 +12,7 @@ from nemo_ext.config import DPO_LOSS_TYPES
 from nemo_ext.recipes.setup import (
     build_model_config,
     dry_run_done,
-    execute,
+    fit_model,
     prepare_config,
     require_choice,
     train_and_validation_datasets,
@@ -41,5 +41,5 @@ def run_offline_po_dpo(cfg: DictConfig) -> DPORun | None:
 
     from nemo.collections.tts.models.magpietts_preference_optimization import MagpieTTSModelOfflinePO
 
-    model, trainer = execute(cfg, MagpieTTSModelOfflinePO, model_cfg, callbacks=[], stage="fit")
+    model, trainer = fit_model(cfg, MagpieTTSModelOfflinePO, model_cfg, callbacks=[])
     return DPORun(model=model, trainer=trainer)

@@ -10,7 +10,7 @@ from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS
 from nemo_ext.recipes.setup import (
     build_model_config,
     dry_run_done,
-    execute,
+    fit_model,
     prepare_config,
     require_choice,
     train_and_validation_datasets,
@@ -43,5 +43,5 @@ def run_online_po(cfg: DictConfig, callbacks: list | None = None) -> OnlinePORun
     from nemo_ext.models import MagpieTTSOnlinePO
 
     callbacks = telemetry_callbacks(cfg) + list(callbacks or [])
-    model, trainer = execute(cfg, MagpieTTSOnlinePO, model_cfg, callbacks, stage="fit")
+    model, trainer = fit_model(cfg, MagpieTTSOnlinePO, model_cfg, callbacks)
     return OnlinePORun(model=model, trainer=trainer, log_dir=trainer.log_dir)

@@ -193,14 +193,26 @@ def dry_run_done(cfg: DictConfig, stage: str) -> bool:
     return True
 
 
-def execute(cfg: DictConfig, model_class, model_cfg: DictConfig, callbacks: list, stage: str):
-    """Build the trainer and the model, initialize it from the checkpoint, run `trainer.<stage>` ('fit' or
-    'test'), close the loggers. Returns (model, trainer)."""
+def _build_model(cfg: DictConfig, model_class, model_cfg: DictConfig, callbacks: list):
     trainer = build_trainer(cfg, callbacks=callbacks)
     model = model_class(cfg=model_cfg, trainer=trainer)
     model.maybe_init_from_pretrained_checkpoint(cfg=cfg)
-    if stage == "test" and getattr(model, "_test_dl", None) is None:
+    return model, trainer
+
+
+def fit_model(cfg: DictConfig, model_class, model_cfg: DictConfig, callbacks: list):
+    """Build the trainer and the model, initialize it from the checkpoint, `trainer.fit`, close the loggers."""
+    model, trainer = _build_model(cfg, model_class, model_cfg, callbacks)
+    trainer.fit(model)
+    finish_loggers(trainer)
+    return model, trainer
+
+
+def run_trainer_test(cfg: DictConfig, model_class, model_cfg: DictConfig, callbacks: list):
+    """Like fit_model, with `trainer.test` over `model_cfg.test_ds`."""
+    model, trainer = _build_model(cfg, model_class, model_cfg, callbacks)
+    if getattr(model, "_test_dl", None) is None:
         model.setup_test_data(model_cfg.test_ds)
-    getattr(trainer, stage)(model)
+    trainer.test(model)
     finish_loggers(trainer)
     return model, trainer
