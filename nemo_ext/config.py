@@ -86,6 +86,14 @@ class NemoModelSettings:
         return cls(value)
 
 
+def require_choice(cfg: DictConfig, key: str, default: str, allowed: tuple[str, ...], prefix: str = "") -> None:
+    """`cfg[key]` (dotted; `default` when absent) must be one of `allowed`. `prefix` names where `cfg` sits in
+    the user's config (e.g. "model." when given the model node), so the error names the key the user sets."""
+    value = OmegaConf.select(cfg, key, default=default)
+    if value not in allowed:
+        raise ConfigError(f"{prefix}{key}", value, ", ".join(allowed))
+
+
 def fold_whisper_shortcut(cfg: DictConfig) -> DictConfig:
     """Move a top-level `whisper` node (from `+whisper.dtype=bf16` on the command line) into `model.whisper`.
 

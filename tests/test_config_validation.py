@@ -116,3 +116,18 @@ def test_cli_dry_run_shows_the_dtype_that_will_load(tiny, tmp_path, override, sh
     assert (
         f"[dry-run] online_po: config valid, input paths exist; whisper={tiny.whisper} dtype={shown}" in result.stdout
     )
+
+
+@pytest.mark.parametrize(
+    ("node", "message"),
+    [
+        ({"reward_asr_model": "wav2vec"}, "model.reward_asr_model='wav2vec'"),
+        ({"loss_type": "ppo"}, "model.loss_type='ppo'"),
+    ],
+)
+def test_model_built_without_the_recipe_checks_its_choices_first(node, message):
+    """The same check guards programmatic construction, before MagpieTTSModel builds anything."""
+    from nemo_ext.models import MagpieTTSOnlinePO
+
+    with pytest.raises(ConfigError, match=f"^{message} is invalid; allowed: "):
+        MagpieTTSOnlinePO(cfg=OmegaConf.create(node))

@@ -9,7 +9,7 @@ from nemo.collections.tts.models import MagpieTTSModel
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 from omegaconf import DictConfig, open_dict
 
-from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS
+from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS, require_choice
 from nemo_ext.errors import ConfigError
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin
 from nemo_ext.whisper_asr import upstream_uses_working_transcription
@@ -22,12 +22,11 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
     def __init__(self, cfg: DictConfig, trainer=None):
         # Upstream's __init__ loads three hub models by hard-coded name, so its body (NeMo 3.0.0) is
         # reproduced here with configurable loaders; MagpieTTSModel's own __init__ runs unchanged.
+        # The recipe checks these too, before a trainer exists; this guards programmatic construction.
+        require_choice(cfg, "reward_asr_model", "nemo", REWARD_ASR_MODELS, prefix="model.")
+        require_choice(cfg, "loss_type", "grpo", GRPO_LOSS_TYPES, prefix="model.")
         reward_asr = cfg.get("reward_asr_model", "nemo")
-        if reward_asr not in REWARD_ASR_MODELS:
-            raise ConfigError("model.reward_asr_model", reward_asr, ", ".join(REWARD_ASR_MODELS))
         loss_type = cfg.get("loss_type", "grpo")
-        if loss_type not in GRPO_LOSS_TYPES:
-            raise ConfigError("model.loss_type", loss_type, ", ".join(GRPO_LOSS_TYPES))
 
         MagpieTTSModel.__init__(self, cfg, trainer)
         self._init_telemetry()

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, open_dict
 
-from nemo_ext.config import DPO_LOSS_TYPES
+from nemo_ext.config import DPO_LOSS_TYPES, require_choice
 from nemo_ext.recipes.setup import (
     build_model_config,
     dry_run_done,
     fit_model,
     prepare_config,
-    require_choice,
     train_and_validation_datasets,
 )
 

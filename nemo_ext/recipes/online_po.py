@@ -6,13 +6,12 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, open_dict
 
-from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS
+from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS, require_choice
 from nemo_ext.recipes.setup import (
     build_model_config,
     dry_run_done,
     fit_model,
     prepare_config,
-    require_choice,
     train_and_validation_datasets,
 )
 from nemo_ext.telemetry import telemetry_callbacks

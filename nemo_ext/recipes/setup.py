@@ -164,12 +164,6 @@ def drop_failing_wandb(trainer) -> None:
     trainer.loggers = kept
 
 
-def require_choice(cfg: DictConfig, key: str, default: str, allowed: tuple[str, ...]) -> None:
-    value = OmegaConf.select(cfg, key, default=default)
-    if value not in allowed:
-        raise ConfigError(key, value, ", ".join(allowed))
-
-
 def finish_loggers(trainer) -> None:
     """Close the W&B run so its files are complete on disk and a later run in this process starts a new one."""
     from lightning.pytorch.loggers import WandbLogger
