@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-# CTranslate2 DataType enum.
-_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.float32}  # 5: bf16, see below
+# CTranslate2 DataType enum; 5 (bfloat16) has no numpy dtype and is read through torch.
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 _BFLOAT16 = 5
 
 

@@ -126,6 +126,8 @@ def measure_dtype(spec: BenchmarkSpec, dtype: str) -> dict:
 
 # ---------------------------------------------------------------- parent
 def run_benchmark(spec: BenchmarkSpec) -> dict:
+    import torch
+
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         spec_path = os.path.join(tmp, "spec.json")
@@ -148,7 +150,7 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
         "spec": asdict(spec),
         "reference_dtype": reference["dtype"],
         "results": results,
-        "torch": __import__("torch").__version__,
+        "torch": torch.__version__,
         "device_name": _device_name(spec.device),
     }
 
