@@ -104,6 +104,11 @@ def ct2_to_hf_state_dict(variables: dict[str, np.ndarray], encoder_layers: int, 
             }
         )
 
+    def self_attention(hf: str, ct2: str):
+        norm(f"{hf}.self_attn_layer_norm", f"{ct2}/self_attention/layer_norm")
+        fused_qkv(f"{hf}.self_attn", f"{ct2}/self_attention/linear_0")
+        linear(f"{hf}.self_attn.out_proj", f"{ct2}/self_attention/linear_1")
+
     def ffn(hf: str, ct2: str):
         norm(f"{hf}.final_layer_norm", f"{ct2}/ffn/layer_norm")
         linear(f"{hf}.fc1", f"{ct2}/ffn/linear_0")
@@ -114,9 +119,7 @@ def ct2_to_hf_state_dict(variables: dict[str, np.ndarray], encoder_layers: int, 
     sd["model.encoder.embed_positions.weight"] = v["encoder/position_encodings/encodings"]
     for i in range(encoder_layers):
         hf, ct2 = f"model.encoder.layers.{i}", f"encoder/layer_{i}"
-        norm(f"{hf}.self_attn_layer_norm", f"{ct2}/self_attention/layer_norm")
-        fused_qkv(f"{hf}.self_attn", f"{ct2}/self_attention/linear_0")
-        linear(f"{hf}.self_attn.out_proj", f"{ct2}/self_attention/linear_1")
+        self_attention(hf, ct2)
         ffn(hf, ct2)
     norm("model.encoder.layer_norm", "encoder/layer_norm")
 
@@ -124,9 +127,7 @@ def ct2_to_hf_state_dict(variables: dict[str, np.ndarray], encoder_layers: int, 
     sd["model.decoder.embed_positions.weight"] = v["decoder/position_encodings/encodings"]
     for i in range(decoder_layers):
         hf, ct2 = f"model.decoder.layers.{i}", f"decoder/layer_{i}"
-        norm(f"{hf}.self_attn_layer_norm", f"{ct2}/self_attention/layer_norm")
-        fused_qkv(f"{hf}.self_attn", f"{ct2}/self_attention/linear_0")
-        linear(f"{hf}.self_attn.out_proj", f"{ct2}/self_attention/linear_1")
+        self_attention(hf, ct2)
         norm(f"{hf}.encoder_attn_layer_norm", f"{ct2}/attention/layer_norm")
         linear(f"{hf}.encoder_attn.q_proj", f"{ct2}/attention/linear_0")
         k, val = _split_rows(v[f"{ct2}/attention/linear_1/weight"], 2)
