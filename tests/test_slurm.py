@@ -83,6 +83,7 @@ def test_grpo_job_runs_two_ranks(slurm, tmp_path, tiny):
     assert "[dry-run] online_po: config valid" in output and "dtype=float32" in output
 
     log_dir = tmp_path / "runs" / "tiny_online_po" / job  # exp_manager version = job id
+    assert (tmp_path / "runs" / "tiny_online_po" / "hydra" / job / ".hydra").is_dir()  # not outputs/ in the repo
     for rank in (0, 1):
         rows = read_jsonl(log_dir / "memory" / f"rank{rank}.jsonl")
         assert {(r["cluster_environment"], r["world_size"]) for r in rows} == {("SLURMEnvironment", 2)}
