@@ -23,6 +23,12 @@ class LocalSlurm:
         return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout, **kwargs)
 
     def stop(self) -> None:
+        # Cancel jobs first: a job still running when the daemons go (a failed test) would leave its ranks
+        # behind, holding their rendezvous port.
+        self.run("scancel", "--full", "--signal=KILL", "--user=root")
+        deadline = time.monotonic() + 30
+        while self.run("squeue", "-h").stdout.strip() and time.monotonic() < deadline:
+            time.sleep(0.5)
         for name in ("slurmd", "slurmctld", "munged"):
             pid_file = self.root / f"{name}.pid"
             if pid_file.exists():

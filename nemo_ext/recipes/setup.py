@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from nemo_ext.config import NemoModelSettings, WhisperSettings, fold_whisper_shortcut, require_existing_paths
 from nemo_ext.errors import ConfigError
-from nemo_ext.recipes.requeue import resume_after_requeue
+from nemo_ext.recipes.requeue import resume_after_requeue, slurm_requeue_setup
 from nemo_ext.reward_models import DEFAULT_NEMO_ASR, DEFAULT_SPEAKER_VERIFICATION
 
 # Keys under which MagpieTTS architectures carry datasets; the recipe rebuilds them from `data`.
@@ -128,7 +128,10 @@ def build_trainer(cfg: DictConfig, callbacks: list | None = None):
         trainer_kwargs["strategy"] = "ddp_find_unused_parameters_true"
     # exp_manager adds the loggers and the checkpoint callback itself.
     trainer_kwargs.update(logger=False, enable_checkpointing=False)
-    trainer = pl.Trainer(callbacks=callbacks or [], **trainer_kwargs)
+    requeue_plugins, requeue_callbacks = slurm_requeue_setup()
+    if requeue_plugins:
+        trainer_kwargs["plugins"] = list(trainer_kwargs.get("plugins") or []) + requeue_plugins
+    trainer = pl.Trainer(callbacks=list(callbacks or []) + requeue_callbacks, **trainer_kwargs)
     exp_manager(trainer, cfg.get("exp_manager"))
     resume_after_requeue(trainer)
     drop_failing_wandb(trainer)
