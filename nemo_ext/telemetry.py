@@ -146,13 +146,14 @@ class WhisperMemoryMonitor(Callback):
                 f"whisper weights {loaded['whisper/weights_gb']:.4g} GB in {in_memory} (configured {configured}; "
                 f"{loaded['whisper/bytes_per_param']:g} bytes/param, {int(loaded['whisper/param_count'])} params)"
             )
+        ranks = "one rank" if trainer.world_size == 1 else f"worst of {trainer.world_size} ranks"
         for key, label in (
             ("gpu/peak_allocated_gb", "GPU peak allocated"),
             ("reward/peak_allocated_gb", "reward-phase peak"),
             ("cpu/peak_rss_gb", "CPU peak RSS"),
         ):
             if key in last:
-                parts.append(f"{label} {last[key]:.4g} GB (worst of {trainer.world_size} ranks)")
+                parts.append(f"{label} {last[key]:.4g} GB ({ranks})")
         rank_zero_info("Memory summary: " + ("; ".join(parts) or "no figures recorded"))
 
     # ---- helpers ----

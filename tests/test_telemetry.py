@@ -46,7 +46,7 @@ def test_no_warning_when_precision_keeps_the_dtype(tiny_config, tiny, recwarn, c
         f"whisper weights {count * 4 / 1e9:.4g} GB in float32 (configured float32; 4 bytes/param, {count} params)"
         in summary
     )
-    assert "CPU peak RSS" in summary and "(worst of 1 ranks)" in summary
+    assert "CPU peak RSS" in summary and "GB (one rank)" in summary
 
 
 def test_datagen_logs_figures_per_test_batch(tiny_config, tmp_path, tiny):
