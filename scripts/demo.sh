@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# shellcheck source=scripts/python_env.sh
+source scripts/python_env.sh  # the environment install.sh chose (./.venv outside one)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export MAGPIE_TINY_ROOT="${MAGPIE_TINY_ROOT:-$PWD/.tiny}"
 python scripts/make_tiny_fixtures.py --out "$MAGPIE_TINY_ROOT" >/dev/null

@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
+# shellcheck source=scripts/python_env.sh
+source scripts/python_env.sh  # the environment install.sh chose (./.venv outside one)
 bash scripts/install_test_tools.sh
 bash scripts/fetch_pretrained_whisper.sh
 ruff check .

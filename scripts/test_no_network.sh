@@ -6,4 +6,6 @@
 # cannot bind. Nothing leaves the namespace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/python_env.sh
+source scripts/python_env.sh
 exec unshare -n bash -c 'ip link set lo up && ip addr add 127.0.0.2/8 dev lo && exec python -m pytest -p no:cacheprovider "$@"' _ "$@"
