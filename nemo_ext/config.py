@@ -124,3 +124,50 @@ def require_existing_paths(cfg: DictConfig, keys: Iterable[str]) -> None:
             raise ConfigError(key, value, "a path to an existing file (this key is required)")
         if not os.path.exists(str(value)):
             raise ConfigError(key, value, "a path to an existing file (no such file or directory)")
+
+
+def check_data_settings(cfg: DictConfig) -> None:
+    """`data.*` values that NeMo's dataloader would reject only after the models are built."""
+    data = cfg.get("data") or {}
+    batch_size = data.get("batch_size")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError("data.batch_size", batch_size, "a positive integer")
+    workers = data.get("num_workers", 0)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError("data.num_workers", workers, "an integer >= 0")
+    low, high = data.get("min_duration"), data.get("max_duration")
+    for key, value in (("data.min_duration", low), ("data.max_duration", high)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+            raise ConfigError(key, value, "null or a number of seconds >= 0")
+    if low is not None and high is not None and low > high:
+        raise ConfigError("data.max_duration", high, f"a number >= data.min_duration ({low})")
+
+
+# Lightning precisions that compute in half precision throughout. On a CPU, fp16 kernels are missing for much of
+# the model; bf16 runs, except MagpieTTS's CTC alignment loss ("ctc_loss_cpu" not implemented for 'BFloat16').
+# 16-mixed runs as bf16-mixed on a CPU (Lightning's own fallback).
+FP16_TRUE = ("16-true", "16", "fp16-true", "half")
+BF16_TRUE = ("bf16-true", "bf16")
+
+
+def check_precision_runs_on_accelerator(cfg: DictConfig, model_cfg: DictConfig | None = None) -> None:
+    """Refuse, before any model is built, a `trainer.precision` that fails on the chosen accelerator.
+    `model_cfg`: the merged model config of a training stage (its alignment loss matters); None for DataGen."""
+    trainer = cfg.get("trainer") or {}
+    precision = str(trainer.get("precision", "32-true"))
+    accelerator = str(trainer.get("accelerator", "auto"))
+    import torch
+
+    if not (accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())):
+        return
+    where = f"on the CPU (trainer.accelerator={accelerator}; no CUDA device here)"
+    if precision in FP16_TRUE:
+        raise ConfigError("trainer.precision", precision, f"32-true, bf16-mixed, 16-mixed or bf16-true {where}")
+    alignment_loss = float((model_cfg or {}).get("alignment_loss_scale", 0.0) or 0.0)
+    if precision in BF16_TRUE and alignment_loss > 0:
+        raise ConfigError(
+            "trainer.precision",
+            precision,
+            f"32-true, bf16-mixed or 16-mixed {where}: model.alignment_loss_scale={alignment_loss:g} (the CTC "
+            "alignment loss has no bf16 CPU kernel); bf16-true needs +model.alignment_loss_scale=0.0",
+        )

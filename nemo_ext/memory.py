@@ -69,8 +69,16 @@ def process_rss_bytes() -> int:
 
 
 def process_peak_rss_bytes() -> int:
+    """Peak resident set size. The kernel's high-water mark lags the current RSS (it is updated on some page
+    faults and at exits), so a peak read right after growth can be below the RSS: report the max of the two."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+    peak = peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB
+    try:
+        with open("/proc/self/statm") as f:
+            current = int(f.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return peak
+    return max(peak, current)
 
 
 class PhasePeakTracker:

@@ -58,12 +58,17 @@ class WhisperMemoryMonitor(Callback):
 
     # ---- start: what is actually in memory once the strategy and precision plugin are done ----
     def on_fit_start(self, trainer, pl_module):
+        self._prepare(trainer, pl_module)
+
+    def on_train_start(self, trainer, pl_module):
+        # Not on_fit_start: a resumed run's checkpoint (and its global step) is restored only after that hook.
         self._report_loaded(trainer, pl_module)
 
     def on_test_start(self, trainer, pl_module):
+        self._prepare(trainer, pl_module)
         self._report_loaded(trainer, pl_module)
 
-    def _report_loaded(self, trainer, pl_module):
+    def _prepare(self, trainer, pl_module):
         # Every rank must agree on this path; trainer.log_dir is itself a collective (broadcast).
         self._rank_file = os.path.join(
             trainer.log_dir or trainer.default_root_dir, "memory", f"rank{trainer.global_rank}.jsonl"
@@ -71,6 +76,11 @@ class WhisperMemoryMonitor(Callback):
         os.makedirs(os.path.dirname(self._rank_file), exist_ok=True)
         pl_module.step_memory.enabled = True
         pl_module.step_memory.device = pl_module.device
+        whisper = getattr(pl_module, "whisper_model", None)
+        if whisper is not None:
+            self._log_dtypes(trainer, pl_module, module_footprint(whisper))
+
+    def _report_loaded(self, trainer, pl_module):
         figures = self._process_figures(pl_module.device)
         figures.pop("gpu/peak_allocated_gb", None)
         whisper = getattr(pl_module, "whisper_model", None)
@@ -84,7 +94,6 @@ class WhisperMemoryMonitor(Callback):
                     "whisper/bytes_per_param": footprint.bytes_per_param,
                 }
             )
-            self._log_dtypes(trainer, pl_module, footprint)
         self.loaded = self._reduce_and_log(trainer, figures, step=trainer.global_step, phase="load")
 
     def _log_dtypes(self, trainer, pl_module, footprint):

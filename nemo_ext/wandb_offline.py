@@ -25,6 +25,9 @@ class OfflineRun:
     config: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
     group: str = ""
+    run_id: str = ""
+    exit_code: int | None = None  # None: the run was never finished (killed)
+    preempting: bool = False
 
     def series(self, key: str) -> list:
         return [row[key] for row in self.history if key in row]
@@ -77,6 +80,11 @@ def read_offline_run(run_file: str) -> OfflineRun:
                 run.summary[_key(item)] = json.loads(item.value_json)
         elif kind == "run":
             run.group = record.run.run_group
+            run.run_id = record.run.run_id
+        elif kind == "exit":
+            run.exit_code = record.exit.exit_code
+        elif kind == "preempting":
+            run.preempting = True
     return run
 
 

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,8 @@ SchedulerParameters=sched_interval=2
 NodeName={host} CPUs={cpus} RealMemory=8000 State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 """)
-    env = {**os.environ, "SLURM_CONF": str(conf)}
+    # The jobs run the interpreter of this test session (the project's venv), whatever is first on PATH.
+    env = {**os.environ, "SLURM_CONF": str(conf), "MAGPIE_PYTHON": sys.executable}
     cluster = LocalSlurm(root=root, conf=conf, env=env)
     subprocess.run(["slurmctld", "-f", str(conf)], env=env, check=True, capture_output=True)
     subprocess.run(["slurmd", "-f", str(conf)], env=env, check=True, capture_output=True)

@@ -23,6 +23,11 @@ def test_bf16_true_precision_cast_is_logged_and_warned(tiny_config, tmp_path, ti
     cfg = tiny_config(
         "online_po_tiny", "trainer.precision=bf16-true", "trainer.max_steps=1", "+model.alignment_loss_scale=0.0"
     )
+    # NeMo's logger replaces warnings.showwarning when it is first imported, which would hide the warning from
+    # pytest.warns when this test runs first: import it now and let warnings reach Python's machinery.
+    from nemo.utils import logging as nemo_logging
+
+    nemo_logging.captureWarnings(False)
     with pytest.warns(
         UserWarning,
         match=r"Whisper is in bfloat16 but model.whisper.dtype=auto loaded it as float16: "

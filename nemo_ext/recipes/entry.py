@@ -10,9 +10,11 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from nemo_ext.errors import ConfigError
+from nemo_ext.recipes.stopping import EXIT_STOPPED, RunStopped, record_signals_from_now
 
 
 def hydra_entry_point(run: Callable[[DictConfig], object], config_name: str, config_dir: str) -> Callable[[], None]:
+    record_signals_from_now()  # before Hydra and NeMo are imported: a SIGTERM/SIGUSR1 in set-up is kept
     import hydra
 
     @hydra.main(config_path=os.path.abspath(config_dir), config_name=config_name, version_base="1.3")
@@ -23,5 +25,13 @@ def hydra_entry_point(run: Callable[[DictConfig], object], config_name: str, con
             # Exit 2 with one readable line, before any model was built.
             print(f"config error: {error}", file=sys.stderr, flush=True)
             sys.exit(2)
+        except RunStopped as stop:
+            # Unfinished work never exits 0; say where it continues.
+            print(
+                f"[magpie] {stop}. Continue with the same command and resume={stop.run_folder}",
+                file=sys.stderr,
+                flush=True,
+            )
+            sys.exit(EXIT_STOPPED)
 
     return main

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, open_dict
 
 from nemo_ext.errors import ConfigError
-from nemo_ext.recipes.setup import build_model_config, dataset_config, dry_run_done, prepare_config, run_trainer_test
+from nemo_ext.recipes.setup import StageRun, build_model_config, dataset_config, dry_run_done, prepare_config
 from nemo_ext.telemetry import telemetry_callbacks
 
 DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDataset"
@@ -40,14 +40,16 @@ def resolve_load_whisper(cfg: DictConfig) -> DictConfig:
 
 
 def run_offline_po_datagen(cfg: DictConfig) -> DataGenRun | None:
-    cfg = resolve_load_whisper(prepare_config(cfg, REQUIRED_PATHS))
+    cfg = resolve_load_whisper(prepare_config(cfg, REQUIRED_PATHS, manifests=("data.test_manifest",)))
     if dry_run_done(cfg, "offline_po_datagen"):
         return None
     model_cfg = build_model_config(
-        cfg, {"test_ds": dataset_config(cfg, cfg.data.test_manifest, DATASET, shuffle=False)}
+        cfg, {"test_ds": dataset_config(cfg, cfg.data.test_manifest, DATASET, shuffle=False)}, training=False
     )
 
     from nemo_ext.models import MagpieTTSOfflinePODataGen
 
-    model, trainer = run_trainer_test(cfg, MagpieTTSOfflinePODataGen, model_cfg, telemetry_callbacks(cfg))
+    # DataGen's product is its per-item files; a stop keeps those written so far (nothing to checkpoint).
+    with StageRun(cfg, "offline_po_datagen", saves_checkpoints=False) as run:
+        model, trainer = run.test(MagpieTTSOfflinePODataGen, model_cfg, telemetry_callbacks(cfg))
     return DataGenRun(model=model, trainer=trainer, audio_dir=model.output_dir())

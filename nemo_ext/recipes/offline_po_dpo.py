@@ -10,15 +10,16 @@ from omegaconf import DictConfig, open_dict
 
 from nemo_ext.config import DPO_LOSS_TYPES, require_choice
 from nemo_ext.recipes.setup import (
+    StageRun,
     build_model_config,
     dry_run_done,
-    fit_model,
     prepare_config,
     train_and_validation_datasets,
 )
 
 DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDatasetDPO"
 REQUIRED_PATHS = ("init_from_ptl_ckpt", "codecmodel_path", "data.train_manifest", "data.val_manifest")
+MANIFESTS = ("data.train_manifest", "data.val_manifest")
 
 
 @dataclass
@@ -28,7 +29,8 @@ class DPORun:
 
 
 def run_offline_po_dpo(cfg: DictConfig) -> DPORun | None:
-    cfg = prepare_config(cfg, REQUIRED_PATHS)
+    # DPO reads audio through NeMo's dataset, which joins relative paths with data.audio_dir.
+    cfg = prepare_config(cfg, REQUIRED_PATHS, manifests=MANIFESTS, preference_pairs=True, absolute_audio_paths=False)
     require_choice(cfg, "model.dpo_loss_type", "dpo", DPO_LOSS_TYPES)
     if dry_run_done(cfg, "offline_po_dpo"):
         return None
@@ -40,5 +42,6 @@ def run_offline_po_dpo(cfg: DictConfig) -> DPORun | None:
 
     from nemo.collections.tts.models.magpietts_preference_optimization import MagpieTTSModelOfflinePO
 
-    model, trainer = fit_model(cfg, MagpieTTSModelOfflinePO, model_cfg, callbacks=[])
+    with StageRun(cfg, "offline_po_dpo") as run:
+        model, trainer = run.fit(MagpieTTSModelOfflinePO, model_cfg, callbacks=[])
     return DPORun(model=model, trainer=trainer)

@@ -8,9 +8,9 @@ from omegaconf import DictConfig, open_dict
 
 from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS, require_choice
 from nemo_ext.recipes.setup import (
+    StageRun,
     build_model_config,
     dry_run_done,
-    fit_model,
     prepare_config,
     train_and_validation_datasets,
 )
@@ -18,6 +18,7 @@ from nemo_ext.telemetry import telemetry_callbacks
 
 DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDataset"
 REQUIRED_PATHS = ("init_from_ptl_ckpt", "codecmodel_path", "data.train_manifest", "data.val_manifest")
+MANIFESTS = ("data.train_manifest", "data.val_manifest")
 
 
 @dataclass
@@ -29,7 +30,7 @@ class OnlinePORun:
 
 def run_online_po(cfg: DictConfig, callbacks: list | None = None) -> OnlinePORun | None:
     """Run GRPO; `callbacks` are extra Lightning callbacks (programmatic use). None after a dry run."""
-    cfg = prepare_config(cfg, REQUIRED_PATHS)
+    cfg = prepare_config(cfg, REQUIRED_PATHS, manifests=MANIFESTS)
     require_choice(cfg, "model.reward_asr_model", "nemo", REWARD_ASR_MODELS)
     require_choice(cfg, "model.loss_type", "grpo", GRPO_LOSS_TYPES)
     if dry_run_done(cfg, "online_po"):
@@ -42,5 +43,6 @@ def run_online_po(cfg: DictConfig, callbacks: list | None = None) -> OnlinePORun
     from nemo_ext.models import MagpieTTSOnlinePO
 
     callbacks = telemetry_callbacks(cfg) + list(callbacks or [])
-    model, trainer = fit_model(cfg, MagpieTTSOnlinePO, model_cfg, callbacks)
+    with StageRun(cfg, "online_po") as run:
+        model, trainer = run.fit(MagpieTTSOnlinePO, model_cfg, callbacks)
     return OnlinePORun(model=model, trainer=trainer, log_dir=trainer.log_dir)

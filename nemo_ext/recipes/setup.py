@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Iterable
@@ -9,18 +10,38 @@ from collections.abc import Iterable
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from nemo_ext.config import NemoModelSettings, WhisperSettings, fold_whisper_shortcut, require_existing_paths
+from nemo_ext.config import (
+    NemoModelSettings,
+    WhisperSettings,
+    check_data_settings,
+    check_precision_runs_on_accelerator,
+    fold_whisper_shortcut,
+    require_existing_paths,
+)
 from nemo_ext.errors import ConfigError
-from nemo_ext.recipes.requeue import resume_after_requeue, slurm_requeue_setup
+from nemo_ext.manifests import check_manifest
+from nemo_ext.recipes.run_folder import FAILED, FINISHED, INTERRUPTED, RunFolder, open_run_folder
+from nemo_ext.recipes.stopping import EXIT_STOPPED, RunStopped, StopOnSignal
 from nemo_ext.reward_models import DEFAULT_NEMO_ASR, DEFAULT_SPEAKER_VERIFICATION
 
 # Keys under which MagpieTTS architectures carry datasets; the recipe rebuilds them from `data`.
 _DATASET_KEYS = ("train_ds", "validation_ds", "test_ds")
 
 
-def prepare_config(cfg: DictConfig, required_paths: Iterable[str]) -> DictConfig:
-    """Validate everything that can be validated without building a model; return the config with the
-    `+whisper.*` shortcut folded into `model.whisper`. Raises ConfigError."""
+# exp_manager keys the recipe sets itself from the run folder (see run_folder.py): resuming is `resume=`.
+_MANAGED_EXP_MANAGER_KEYS = ("version", "use_datetime_version", "resume_if_exists", "resume_from_checkpoint")
+
+
+def prepare_config(
+    cfg: DictConfig,
+    required_paths: Iterable[str],
+    manifests: Iterable[str] = (),
+    preference_pairs: bool = False,
+    absolute_audio_paths: bool = True,
+) -> DictConfig:
+    """Validate everything that can be validated without building a model (config values, input paths, the
+    manifests at the keys `manifests`); return the config with the `+whisper.*` shortcut folded into
+    `model.whisper`. Raises ConfigError. `dry_run=true` stops after this, so the SLURM launcher runs it too."""
     cfg = fold_whisper_shortcut(cfg)
     # Resolve once: the model config is cut out of the root config, where ${...} could no longer resolve.
     OmegaConf.resolve(cfg)
@@ -30,7 +51,37 @@ def prepare_config(cfg: DictConfig, required_paths: Iterable[str]) -> DictConfig
     NemoModelSettings.from_config(
         cfg.model.get("speaker_verification"), "model.speaker_verification", DEFAULT_SPEAKER_VERIFICATION
     )
+    for key in _MANAGED_EXP_MANAGER_KEYS:
+        if cfg.get("exp_manager") is not None and cfg.exp_manager.get(key) not in (None, False):
+            raise ConfigError(
+                f"exp_manager.{key}",
+                cfg.exp_manager[key],
+                "unset: the recipe names run folders; continue one with resume=",
+            )
+    check_data_settings(cfg)
+    check_precision_runs_on_accelerator(cfg)  # again in build_model_config, with the architecture known
     require_existing_paths(cfg, required_paths)
+    checked = set()
+    for key in manifests:
+        path = OmegaConf.select(cfg, key)
+        if path in checked:
+            continue
+        checked.add(path)
+        summary = check_manifest(
+            key,
+            path,
+            min_duration=cfg.data.get("min_duration"),
+            max_duration=cfg.data.get("max_duration"),
+            audio_dir=None if absolute_audio_paths else cfg.data.get("audio_dir"),
+            preference_pairs=preference_pairs,
+        )
+        if summary.dropped:
+            print(
+                f"[magpie] {key}: {summary.dropped} of {summary.lines} lines last outside data.min_duration.."
+                f"data.max_duration ({cfg.data.get('min_duration')}..{cfg.data.get('max_duration')}) and are "
+                f"skipped; {summary.kept} remain",
+                flush=True,
+            )
     return cfg
 
 
@@ -105,9 +156,12 @@ def train_and_validation_datasets(cfg: DictConfig, dataset_target: str) -> dict:
     }
 
 
-def build_model_config(cfg: DictConfig, datasets: dict) -> DictConfig:
-    """Architecture + this stage's `model` settings + datasets built from `data`."""
+def build_model_config(cfg: DictConfig, datasets: dict, training: bool = True) -> DictConfig:
+    """Architecture + this stage's `model` settings + datasets built from `data`. Raises ConfigError for a
+    precision the architecture cannot train in on this accelerator (no model is built yet)."""
     model_cfg = OmegaConf.merge(load_architecture(cfg), cfg.model)
+    if training:
+        check_precision_runs_on_accelerator(cfg, model_cfg)
     with open_dict(model_cfg):
         model_cfg.codecmodel_path = cfg.codecmodel_path
         for key, value in datasets.items():
@@ -115,25 +169,42 @@ def build_model_config(cfg: DictConfig, datasets: dict) -> DictConfig:
     return model_cfg
 
 
-def build_trainer(cfg: DictConfig, callbacks: list | None = None):
-    """A Lightning Trainer from `trainer`, logging and checkpointing set up by NeMo's exp_manager."""
-    import lightning.pytorch as pl
-    from nemo.utils.exp_manager import exp_manager
-
+def trainer_arguments(cfg: DictConfig) -> dict:
+    """Lightning Trainer arguments from `trainer`, with the step budget and strategy resolved."""
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     world_size = int(trainer_kwargs.get("num_nodes", 1)) * _device_count(trainer_kwargs.get("devices", 1))
     if trainer_kwargs.get("strategy", "auto") == "auto" and world_size > 1:
         # MagpieTTS leaves some parameters (local_transformer*) without gradients in a PO step:
         # plain DDP fails at step 2 (FINDINGS.md).
         trainer_kwargs["strategy"] = "ddp_find_unused_parameters_true"
+    if trainer_kwargs.get("max_epochs") is None:
+        # A budget in steps alone just works (Lightning's default max_epochs would stop it at an epoch end);
+        # with no budget at all, one pass over the data.
+        max_steps = trainer_kwargs.get("max_steps")
+        trainer_kwargs["max_epochs"] = -1 if max_steps is not None and max_steps > 0 else 1
     # exp_manager adds the loggers and the checkpoint callback itself.
     trainer_kwargs.update(logger=False, enable_checkpointing=False)
-    requeue_plugins, requeue_callbacks = slurm_requeue_setup()
-    if requeue_plugins:
-        trainer_kwargs["plugins"] = list(trainer_kwargs.get("plugins") or []) + requeue_plugins
-    trainer = pl.Trainer(callbacks=list(callbacks or []) + requeue_callbacks, **trainer_kwargs)
-    exp_manager(trainer, cfg.get("exp_manager"))
-    resume_after_requeue(trainer)
+    return trainer_kwargs
+
+
+def build_trainer(cfg: DictConfig, folder: RunFolder, callbacks: list | None = None):
+    """A Lightning Trainer from `trainer`, logging and checkpointing set up by NeMo's exp_manager in `folder`."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+    from nemo.utils.exp_manager import exp_manager
+
+    trainer_kwargs = trainer_arguments(cfg)
+    if SLURMEnvironment.detect():
+        # Our StopOnSignal handles SIGUSR1 at a batch boundary; Lightning's handler would save inside the
+        # signal handler (a deadlock risk under DDP) and requeue before the run has stopped.
+        trainer_kwargs["plugins"] = list(trainer_kwargs.get("plugins") or []) + [SLURMEnvironment(auto_requeue=False)]
+    trainer = pl.Trainer(callbacks=list(callbacks or []), **trainer_kwargs)
+    exp_manager_cfg = OmegaConf.create(OmegaConf.to_container(cfg.get("exp_manager") or {}, resolve=True))
+    with open_dict(exp_manager_cfg):
+        exp_manager_cfg.version = folder.version
+        exp_manager_cfg.use_datetime_version = False
+        exp_manager_cfg.resume_if_exists = False  # the run folder picks the checkpoint (run_folder.py)
+    exp_manager(trainer, exp_manager_cfg)
     drop_failing_wandb(trainer)
     return trainer
 
@@ -167,8 +238,9 @@ def drop_failing_wandb(trainer) -> None:
     trainer.loggers = kept
 
 
-def finish_loggers(trainer) -> None:
+def finish_loggers(trainer, exit_code: int = 0, preempted: bool = False) -> None:
     """Close the W&B run so its files are complete on disk and a later run in this process starts a new one.
+    `exit_code` is recorded in the run (non-zero: W&B shows it failed); `preempted` marks a stop on request.
 
     This also stops this process's W&B service; the next `wandb.init` starts a fresh one."""
     import wandb
@@ -176,8 +248,10 @@ def finish_loggers(trainer) -> None:
 
     finished = False
     for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
-            logger.experiment.finish()
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero and logger._experiment is not None:
+            if preempted:
+                logger.experiment.mark_preempting()
+            logger.experiment.finish(exit_code=exit_code)
             finished = True
     if finished:
         # run.finish() returns before wandb-core has flushed the .wandb file: read back at once, the last
@@ -200,26 +274,93 @@ def dry_run_done(cfg: DictConfig, stage: str) -> bool:
     return True
 
 
-def _build_model(cfg: DictConfig, model_class, model_cfg: DictConfig, callbacks: list):
-    trainer = build_trainer(cfg, callbacks=callbacks)
-    model = model_class(cfg=model_cfg, trainer=trainer)
-    model.maybe_init_from_pretrained_checkpoint(cfg=cfg)
-    return model, trainer
+class StageRun:
+    """One launch of a stage, from just after validation to exit: the stop handlers (installed first, so a
+    signal during set-up is kept), the run folder, and the outcome written to the folder and to W&B.
+
+        with StageRun(cfg, "online_po") as run:
+            model, trainer = run.fit(MagpieTTSOnlinePO, model_cfg, callbacks)
+
+    On leaving: finished -> status `finished`, W&B exit 0; RunStopped -> status `interrupted`, W&B marked
+    preempted with exit EXIT_STOPPED, and RunStopped propagates (the entry point exits EXIT_STOPPED); any other
+    error -> status `failed`, W&B exit 1. The lock is released in every case."""
+
+    def __init__(self, cfg: DictConfig, stage: str, saves_checkpoints: bool = True):
+        self.cfg, self.stage, self.saves_checkpoints = cfg, stage, saves_checkpoints
+        self.stopper = StopOnSignal()
+        self.folder: RunFolder | None = None
+        self.trainer = None
+
+    def __enter__(self) -> StageRun:
+        self.stopper.install()
+        try:
+            self.folder = open_run_folder(self.cfg, self.stage)
+        except BaseException:
+            self.stopper.uninstall()
+            raise
+        if self.saves_checkpoints:
+            self.stopper.checkpoint_dir = self.folder.checkpoint_dir
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        try:
+            step = self.trainer.global_step if self.trainer is not None else None
+            if error is None:
+                self.folder.write_state(status=FINISHED, global_step=step)
+                if self.trainer is not None:
+                    finish_loggers(self.trainer)
+            elif isinstance(error, RunStopped):
+                error.run_folder = self.folder.path
+                self.folder.write_state(status=INTERRUPTED, global_step=error.global_step, stopped_by=error.signal_name)
+                if self.trainer is not None:
+                    finish_loggers(self.trainer, exit_code=EXIT_STOPPED, preempted=True)
+            else:
+                self.folder.write_state(status=FAILED, global_step=step, error=f"{kind.__name__}: {error}"[:500])
+                if self.trainer is not None:
+                    try:
+                        finish_loggers(self.trainer, exit_code=1)
+                    except Exception as logger_error:  # never hide the run's own error behind the logger's
+                        warnings.warn(f"could not close the W&B run: {logger_error}", stacklevel=2)
+        finally:
+            self.folder.release()
+            self.stopper.uninstall()
+
+    def _build(self, model_class, model_cfg: DictConfig, callbacks: list):
+        self.trainer = build_trainer(self.cfg, self.folder, callbacks=list(callbacks) + [self.stopper])
+        model = model_class(cfg=model_cfg, trainer=self.trainer)
+        model.maybe_init_from_pretrained_checkpoint(cfg=self.cfg)
+        # Building the models takes a while; a stop requested meanwhile ends the run before its first step.
+        self.stopper.raise_if_received(self.trainer.global_step)
+        return model
+
+    def fit(self, model_class, model_cfg: DictConfig, callbacks: list):
+        """Build the trainer and the model, initialize it from the checkpoint, `trainer.fit` (from the run
+        folder's newest checkpoint when continuing)."""
+        model = self._build(model_class, model_cfg, callbacks)
+        checkpoint = self.folder.newest_checkpoint() if self.folder.resuming else None
+        if checkpoint:
+            print(f"[magpie] continuing {self.folder.path} from {checkpoint}", flush=True)
+        with _sigterm_exception_is_a_stop(self.trainer):
+            self.trainer.fit(model, ckpt_path=checkpoint)
+        return model, self.trainer
+
+    def test(self, model_class, model_cfg: DictConfig, callbacks: list):
+        """Like fit, with `trainer.test` over `model_cfg.test_ds`."""
+        model = self._build(model_class, model_cfg, callbacks)
+        if getattr(model, "_test_dl", None) is None:
+            model.setup_test_data(model_cfg.test_ds)
+        with _sigterm_exception_is_a_stop(self.trainer):
+            self.trainer.test(model)
+        return model, self.trainer
 
 
-def fit_model(cfg: DictConfig, model_class, model_cfg: DictConfig, callbacks: list):
-    """Build the trainer and the model, initialize it from the checkpoint, `trainer.fit`, close the loggers."""
-    model, trainer = _build_model(cfg, model_class, model_cfg, callbacks)
-    trainer.fit(model)
-    finish_loggers(trainer)
-    return model, trainer
+@contextlib.contextmanager
+def _sigterm_exception_is_a_stop(trainer):
+    """Lightning's SIGTERMException is a SystemExit without a code (exit 0). StopOnSignal replaces Lightning's
+    handler once training starts; a SIGTERM in the moment before that is still a stop, never a success."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-
-def run_trainer_test(cfg: DictConfig, model_class, model_cfg: DictConfig, callbacks: list):
-    """Like fit_model, with `trainer.test` over `model_cfg.test_ds`."""
-    model, trainer = _build_model(cfg, model_class, model_cfg, callbacks)
-    if getattr(model, "_test_dl", None) is None:
-        model.setup_test_data(model_cfg.test_ds)
-    trainer.test(model)
-    finish_loggers(trainer)
-    return model, trainer
+    try:
+        yield
+    except SIGTERMException:
+        raise RunStopped("SIGTERM", trainer.global_step, None) from None

@@ -2,6 +2,10 @@
 # Sourced by the sbatch scripts: runs one recipe stage under srun, one task per GPU.
 # Everything here is derived from the SLURM allocation; nothing is typed twice.
 
+# The recipes' exit code for "stopped on request, progress saved, resumable" (EXIT_STOPPED in
+# nemo_ext/recipes/stopping.py).
+MAGPIE_EXIT_STOPPED=75
+
 # Ranks: srun sets SLURM_PROCID / SLURM_LOCALID / SLURM_NODEID per task and Lightning's SLURMEnvironment reads
 # them. Rendezvous: the first node of the allocation, a port derived from the job id (stable across requeues).
 magpie_export_rendezvous() {
@@ -72,8 +76,18 @@ magpie_run_stage() {
   # Re-validate on the batch host before starting every rank (inputs can vanish while the job queues).
   (cd "$repo" && "$python" "$recipe" "${arguments[@]}" dry_run=true)
 
-  # One task per GPU; Lightning handles SIGUSR1 (see --signal in the sbatch script): it saves a checkpoint and
-  # requeues the job, which then resumes from it (same job id -> same exp_manager version and W&B run).
+  # One task per GPU. On SIGUSR1 (--signal in the sbatch script, before the time limit) or SIGTERM, every rank
+  # stops at the next batch boundary, a checkpoint is saved, the W&B run is closed, and the recipe exits 75
+  # (nemo_ext/recipes/stopping.py). Only then, with srun returned, is the job requeued: the next attempt
+  # continues the same run folder and W&B run (both named by the job id) from that checkpoint.
   cd "$repo" || return
-  srun --kill-on-bad-exit=1 --ntasks-per-node="$tasks_per_node" "$python" "$recipe" "${arguments[@]}"
+  local status=0
+  srun --kill-on-bad-exit=1 --ntasks-per-node="$tasks_per_node" "$python" "$recipe" "${arguments[@]}" || status=$?
+  if ((status == MAGPIE_EXIT_STOPPED)); then
+    local job=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}
+    job=${job:-$SLURM_JOB_ID}
+    echo "[magpie] job $job stopped with its progress saved (exit $status): requeueing it"
+    scontrol requeue "$job"
+  fi
+  return "$status"
 }
