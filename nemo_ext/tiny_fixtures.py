@@ -14,6 +14,8 @@ import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
+from nemo_ext.compat import backport_tar_extraction_filter
+
 FIXTURES_VERSION = 1
 SAMPLE_RATE = 22050
 SAMPLES_PER_FRAME = 1024
@@ -47,6 +49,7 @@ def build_tiny_fixtures(root: str, force: bool = False) -> TinyFixtures:
         if stored.pop("version", None) == FIXTURES_VERSION:
             return TinyFixtures(**stored)
     os.makedirs(root, exist_ok=True)
+    backport_tar_extraction_filter()  # the reference checkpoint restores the codec .nemo
     torch.manual_seed(0)
     audio_dir, manifest, dpo_manifest = _write_audio_and_manifests(root)
     codec = _save(_tiny_codec(), os.path.join(root, "codec.nemo"))

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from nemo_ext.compat import backport_tar_extraction_filter
 from nemo_ext.config import (
     NemoModelSettings,
     WhisperSettings,
@@ -292,6 +293,7 @@ class StageRun:
         self.trainer = None
 
     def __enter__(self) -> StageRun:
+        backport_tar_extraction_filter()  # NeMo restores .nemo files with a tarfile API Debian 12's Python lacks
         self.stopper.install()
         try:
             self.folder = open_run_folder(self.cfg, self.stage)
