@@ -81,6 +81,8 @@ def read_offline_run(run_file: str) -> OfflineRun:
         elif kind == "run":
             run.group = record.run.run_group
             run.run_id = record.run.run_id
+            for item in record.run.config.update:  # wandb.init(config=...) arrives with the run record
+                run.config[_key(item)] = json.loads(item.value_json)
         elif kind == "exit":
             run.exit_code = record.exit.exit_code
         elif kind == "preempting":

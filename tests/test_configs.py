@@ -4,14 +4,31 @@ import pytest
 from magpie_testing import PRIMARY_CONFIGS, compose
 from omegaconf import OmegaConf
 
-STAGES = ["online_po", "offline_po_datagen", "offline_po_dpo"]
+STAGES = ["online_po", "offline_po_datagen", "offline_po_dpo"]  # the stages that load models
+MODEL_CONFIGS = [name for name in PRIMARY_CONFIGS if not name.startswith("offline_po_pairs")]
 
 
 def test_every_stage_and_its_tiny_variant_exist():
-    assert set(PRIMARY_CONFIGS) == set(STAGES) | {f"{s}_tiny" for s in STAGES}
+    stages = set(STAGES) | {"offline_po_pairs"}
+    assert set(PRIMARY_CONFIGS) == stages | {f"{s}_tiny" for s in stages}
 
 
-@pytest.mark.parametrize("name", PRIMARY_CONFIGS)
+@pytest.mark.parametrize("name", ["offline_po_pairs", "offline_po_pairs_tiny"])
+def test_pair_config_composes_and_needs_only_the_datagen_run(name):
+    cfg = compose(name)
+    assert OmegaConf.is_missing(cfg, "datagen_run")
+    assert set(cfg.pairs) == {
+        "group_size",
+        "chosen_per_group",
+        "cer_threshold",
+        "min_duration",
+        "max_duration",
+        "val_pairs",
+        "seed",
+    }
+
+
+@pytest.mark.parametrize("name", MODEL_CONFIGS)
 def test_config_composes_with_whisper_defaults(name):
     cfg = compose(name)
     assert cfg.model.whisper.dtype == "auto"

@@ -10,7 +10,7 @@ from nemo_ext.recipes.offline_po_dpo import run_offline_po_dpo
 
 pytestmark = pytest.mark.e2e
 
-METRIC_KEYS = {"cer_gt", "wer_gt", "duration", "spk_similarity", "pred_transcript", "gt_transcript"}
+METRIC_KEYS = {"cer_gt", "wer_gt", "duration", "spk_similarity", "pred_transcript", "gt_transcript", "item_id"}
 
 
 @pytest.mark.parametrize(
@@ -22,6 +22,7 @@ def test_datagen_scores_every_item_with_whisper_in_configured_dtype(tiny_config,
     assert not any(p.requires_grad for p in run.model.whisper_model.parameters())
     files = run.metrics_files()
     assert len(files) == 4  # one per manifest item
+    assert sorted(json.loads(open(p).read())["item_id"] for p in files) == [0, 1, 2, 3]
     for path in files:
         metrics = json.loads(open(path).read())
         assert set(metrics) == METRIC_KEYS

@@ -1,6 +1,7 @@
 """The SLURM launchers against a real single-node SLURM (slurmctld, slurmd, munged started by the fixture)."""
 
 import glob
+import json
 import os
 import re
 import subprocess
@@ -52,11 +53,17 @@ def queue(slurm) -> str:
     return slurm.run("squeue", "-h", "-o", "%i %T").stdout.strip()
 
 
+def nodes_idle(slurm) -> bool:
+    return slurm.run("sinfo", "-h", "-N", "-o", "%t").stdout.split() == ["idle"] * len(
+        slurm.run("sinfo", "-h", "-N", "-o", "%N").stdout.split()
+    )
+
+
 def tiny_args(stage, fixtures):
     return ["--config-name", f"{stage}_tiny", f"tiny_root={fixtures.root}"]
 
 
-@pytest.mark.parametrize("stage", ["online_po", "offline_po_datagen"])
+@pytest.mark.parametrize("stage", ["online_po", "offline_po_datagen", "offline_po_dpo"])
 def test_missing_input_fails_on_the_login_node_and_queues_nothing(slurm, tmp_path, tiny, stage):
     started = time.monotonic()
     result = submit(slurm, tmp_path, stage, *tiny_args(stage, tiny), "codecmodel_path=/no/codec.nemo")
@@ -103,6 +110,20 @@ def test_datagen_job_scores_every_item_across_two_ranks(slurm, tmp_path, tiny):
     metrics = glob.glob(str(tmp_path / "runs" / "tiny_offline_po_datagen" / job / "audios" / "*_metrics.json"))
     assert len(metrics) == 4
     assert {Path(m).name.split("_")[1] for m in metrics} == {"audioRank0", "audioRank1"}
+    # Each sample names the manifest line it was generated for, whichever rank generated it.
+    assert sorted(json.loads(Path(m).read_text())["item_id"] for m in metrics) == [0, 1, 2, 3]
+
+
+def test_dpo_job_trains_on_two_ranks(slurm, tmp_path, tiny):
+    result = submit(slurm, tmp_path, "offline_po_dpo", *tiny_args("offline_po_dpo", tiny), "trainer.max_steps=2")
+    job = job_id(result)
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert result.returncode == 0, output[-4000:]
+    assert f"[magpie] job {job} (restart 0): offline_po_dpo on 1 node(s) x 2 task(s)" in output
+    log_dir = tmp_path / "runs" / "tiny_offline_po_dpo" / job
+    state = json.loads((log_dir / "state" / "run_state.json").read_text())
+    assert (state["status"], state["global_step"]) == ("finished", 2)
+    assert glob.glob(str(log_dir / "checkpoints" / "*.ckpt"))
 
 
 def test_requeue_on_sigusr1_resumes_from_the_saved_checkpoint(slurm, tmp_path, tiny):
@@ -129,8 +150,9 @@ def test_requeue_on_sigusr1_resumes_from_the_saved_checkpoint(slurm, tmp_path, t
     released = False
     while (state := slurm.run("squeue", "-h", "-j", job, "-o", "%T %r").stdout.strip()) != "":
         assert time.monotonic() < deadline + 300, f"job stuck: {state}"
-        if state == "PENDING BeginTime" and not released:
-            # SLURM holds a requeued job for two minutes; release it now.
+        if state == "PENDING BeginTime" and not released and nodes_idle(slurm):
+            # SLURM holds a requeued job for two minutes; release it now, once the node has cleaned up the
+            # first attempt (released earlier, slurmd refuses the start: "Job credential revoked").
             released = slurm.run("scontrol", "update", f"JobId={job}", "StartTime=now").returncode == 0
         time.sleep(1)
 

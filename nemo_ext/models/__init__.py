@@ -1,6 +1,7 @@
 """Subclasses of NeMo's MagpieTTS preference-optimization models."""
 
+from nemo_ext.models.offline_po import MagpieTTSOfflinePO
 from nemo_ext.models.offline_po_datagen import MagpieTTSOfflinePODataGen
 from nemo_ext.models.online_po import MagpieTTSOnlinePO
 
-__all__ = ["MagpieTTSOfflinePODataGen", "MagpieTTSOnlinePO"]
+__all__ = ["MagpieTTSOfflinePO", "MagpieTTSOfflinePODataGen", "MagpieTTSOnlinePO"]

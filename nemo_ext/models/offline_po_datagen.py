@@ -16,6 +16,7 @@ from nemo.collections.tts.parts.utils.helpers import get_speaker_embeddings_from
 from nemo.utils import logging
 from omegaconf import DictConfig
 
+from nemo_ext.datasets import MagpieTTSDatasetWithItemIds, adopt
 from nemo_ext.errors import ConfigError
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin
 from nemo_ext.whisper_asr import transcribe_with_whisper
@@ -51,6 +52,10 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
         if cfg.get("load_whisper_model", False):
             self._load_whisper(cfg)
 
+    def get_dataset(self, dataset_cfg, dataset_type):
+        # Batches carry each item's input manifest line (`item_ids`), written into its metrics file.
+        return adopt(super().get_dataset(dataset_cfg, dataset_type), MagpieTTSDatasetWithItemIds)
+
     def output_dir(self) -> str:
         # Upstream writes under self.logger.log_dir and crashes without a logger.
         root = self.logger.log_dir if self.logger is not None and self.logger.log_dir else self.trainer.default_root_dir
@@ -71,6 +76,7 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
                 similarities = [0.0] * len(paths)
             else:
                 similarities = self._speaker_similarities(paths, batch["audio_filepaths"])
+            manifest_lines = batch.get("item_ids") or [None] * len(item_ids)
             for i, item_id in enumerate(item_ids):
                 gt_transcript = process_text_for_cer(batch["raw_texts"][i])
                 pred = INVALID_TRANSCRIPT if transcripts is None else transcripts[i]
@@ -85,6 +91,8 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
                     "spk_similarity": float(similarities[i]),
                     "pred_transcript": pred,
                     "gt_transcript": gt_transcript,
+                    # The input manifest line this sample was generated for: the pair stage groups by it.
+                    "item_id": manifest_lines[i],
                 }
                 with open(
                     os.path.join(audio_dir, f"predicted_audioRank{self.global_rank}_{item_id}_metrics.json"), "w"

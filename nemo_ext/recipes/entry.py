@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -10,7 +11,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from nemo_ext.errors import ConfigError
-from nemo_ext.recipes.stopping import EXIT_STOPPED, RunStopped, record_signals_from_now
+from nemo_ext.recipes.stopping import EXIT_STOPPED, STOP_SIGNALS, RunStopped, record_signals_from_now
 
 
 def hydra_entry_point(run: Callable[[DictConfig], object], config_name: str, config_dir: str) -> Callable[[], None]:
@@ -26,6 +27,13 @@ def hydra_entry_point(run: Callable[[DictConfig], object], config_name: str, con
             print(f"config error: {error}", file=sys.stderr, flush=True)
             sys.exit(2)
         except RunStopped as stop:
+            # Leaving now, with the progress saved: a further stop signal changes nothing. Under srun
+            # --kill-on-bad-exit, the first rank to exit 75 makes srun SIGTERM the others; during interpreter
+            # shutdown Python resets its own handlers to the default (terminate), so such a rank died
+            # "Terminated", srun's code was no longer 75 and the job was not requeued. SIG_IGN survives
+            # shutdown.
+            for signum in STOP_SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
             # Unfinished work never exits 0; say where it continues.
             print(
                 f"[magpie] {stop}. Continue with the same command and resume={stop.run_folder}",

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
+import time
 from dataclasses import dataclass
 
 from omegaconf import DictConfig, open_dict
 
 from nemo_ext.errors import ConfigError
+from nemo_ext.pairs import ITEM_ID_KEY
+from nemo_ext.recipes.offline_po_pairs import ITEMS_MANIFEST
 from nemo_ext.recipes.setup import StageRun, build_model_config, dataset_config, dry_run_done, prepare_config
 from nemo_ext.telemetry import telemetry_callbacks
 
@@ -39,17 +43,43 @@ def resolve_load_whisper(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
+def write_items_manifest(manifest: str, folder) -> str:
+    """DataGen's own copy of the input manifest, each line with its index (`magpie_item_id`): the id written into
+    every metrics file, by which the pair stage finds a sample's text and group. Only rank 0 writes it; the
+    other ranks read the same path."""
+    path = os.path.join(folder.path, ITEMS_MANIFEST)
+    if folder.owner:
+        temporary = f"{path}.{os.getpid()}.tmp"
+        with open(manifest) as source, open(temporary, "w") as copy:
+            rows = [json.loads(line) for line in source if line.strip()]
+            copy.writelines(json.dumps({**row, ITEM_ID_KEY: index}) + "\n" for index, row in enumerate(rows))
+        os.replace(temporary, path)
+    else:
+        _wait_for(path)
+    return path
+
+
+def _wait_for(path: str, seconds: float = 300.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not os.path.isfile(path):
+        if time.monotonic() > deadline:
+            raise FileNotFoundError(f"rank 0 did not write {path} within {seconds:.0f} s")
+        time.sleep(0.2)
+
+
 def run_offline_po_datagen(cfg: DictConfig) -> DataGenRun | None:
     cfg = resolve_load_whisper(prepare_config(cfg, REQUIRED_PATHS, manifests=("data.test_manifest",)))
     if dry_run_done(cfg, "offline_po_datagen"):
         return None
-    model_cfg = build_model_config(
-        cfg, {"test_ds": dataset_config(cfg, cfg.data.test_manifest, DATASET, shuffle=False)}, training=False
-    )
-
     from nemo_ext.models import MagpieTTSOfflinePODataGen
 
     # DataGen's product is its per-item files; a stop keeps those written so far (nothing to checkpoint).
     with StageRun(cfg, "offline_po_datagen", saves_checkpoints=False) as run:
+        items = write_items_manifest(cfg.data.test_manifest, run.folder)
+        model_cfg = build_model_config(
+            cfg, {"test_ds": dataset_config(cfg, items, DATASET, shuffle=False)}, training=False
+        )
         model, trainer = run.test(MagpieTTSOfflinePODataGen, model_cfg, telemetry_callbacks(cfg))
+    if run.folder.owner:
+        print(f"[magpie] next: python recipes/offline_po_pairs.py datagen_run={run.folder.path}", flush=True)
     return DataGenRun(model=model, trainer=trainer, audio_dir=model.output_dir())

@@ -1,6 +1,8 @@
-"""Offline preference optimization (DPO/IPO/RPO on chosen-rejected pairs): `trainer.fit` of NeMo's
-MagpieTTSModelOfflinePO. This stage loads no ASR model; `whisper` settings are accepted (so one set of launcher
-overrides serves every stage) and validated, but unused."""
+"""Offline preference optimization, step 3 of 3: DPO / IPO / RPO on chosen-rejected pairs, `trainer.fit` of NeMo's
+MagpieTTSModelOfflinePO (nemo_ext.models.MagpieTTSOfflinePO: cached int16 codes widened on load).
+
+This stage loads no ASR model; `whisper` settings are accepted (so one set of launcher overrides serves every
+stage) and validated, but unused."""
 
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ def run_offline_po_dpo(cfg: DictConfig) -> DPORun | None:
         for unused in ("whisper", "nemo_asr", "speaker_verification"):
             model_cfg.pop(unused, None)
 
-    from nemo.collections.tts.models.magpietts_preference_optimization import MagpieTTSModelOfflinePO
+    from nemo_ext.models import MagpieTTSOfflinePO
 
     with StageRun(cfg, "offline_po_dpo") as run:
-        model, trainer = run.fit(MagpieTTSModelOfflinePO, model_cfg, callbacks=[])
+        model, trainer = run.fit(MagpieTTSOfflinePO, model_cfg, callbacks=[])
     return DPORun(model=model, trainer=trainer)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import secrets
 import socket
 import time
@@ -70,6 +71,16 @@ class RunFolder:
             if not NeMoModelCheckpoint.is_checkpoint_unfinished(path)
         ]
         return max(found, key=os.path.getmtime) if found else None
+
+    def checkpoint_steps(self) -> set[int]:
+        """Global steps of the checkpoints in the folder, from their names (NeMo's `step=12.0000`, ours
+        `stopped-step=12` / `final-step=12`)."""
+        steps = set()
+        for path in glob.glob(os.path.join(self.checkpoint_dir, "**", "*.ckpt"), recursive=True):
+            match = re.search(r"step=(\d+)(?:\.0+)?(?:\D|$)", os.path.basename(path))
+            if match:
+                steps.add(int(match.group(1)))
+        return steps
 
     def read_state(self) -> dict:
         return read_state(self.path)

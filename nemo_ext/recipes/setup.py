@@ -311,11 +311,16 @@ class StageRun:
                 self.folder.write_state(status=FINISHED, global_step=step)
                 if self.trainer is not None:
                     finish_loggers(self.trainer)
+                if self.folder.owner:
+                    print(f"[magpie] {self.stage} finished: run_folder={self.folder.path}", flush=True)
             elif isinstance(error, RunStopped):
                 error.run_folder = self.folder.path
                 self.folder.write_state(status=INTERRUPTED, global_step=error.global_step, stopped_by=error.signal_name)
                 if self.trainer is not None:
                     finish_loggers(self.trainer, exit_code=EXIT_STOPPED, preempted=True)
+                    # Every rank agreed to stop at this step and is alive: leave together, after rank 0 closed
+                    # the W&B run, so no rank's exit makes srun kill another mid-shutdown.
+                    _barrier_if_distributed()
             else:
                 self.folder.write_state(status=FAILED, global_step=step, error=f"{kind.__name__}: {error}"[:500])
                 if self.trainer is not None:
@@ -344,7 +349,18 @@ class StageRun:
             print(f"[magpie] continuing {self.folder.path} from {checkpoint}", flush=True)
         with _sigterm_exception_is_a_stop(self.trainer):
             self.trainer.fit(model, ckpt_path=checkpoint)
+        self._ensure_final_checkpoint()
         return model, self.trainer
+
+    def _ensure_final_checkpoint(self) -> None:
+        """A finished run always leaves a checkpoint of its last step. NeMo's checkpoint callback saves `last` at
+        train end only when `val_check_interval % global_step != 0`, so a run that ends at step 1 got none."""
+        if not self.saves_checkpoints or not self.trainer.checkpoint_callbacks:
+            return
+        step = self.trainer.global_step
+        saved = self.folder.checkpoint_steps()
+        if step > 0 and step not in saved:
+            self.trainer.save_checkpoint(os.path.join(self.folder.checkpoint_dir, f"final-step={step}.ckpt"))
 
     def test(self, model_class, model_cfg: DictConfig, callbacks: list):
         """Like fit, with `trainer.test` over `model_cfg.test_ds`."""
@@ -354,6 +370,13 @@ class StageRun:
         with _sigterm_exception_is_a_stop(self.trainer):
             self.trainer.test(model)
         return model, self.trainer
+
+
+def _barrier_if_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 @contextlib.contextmanager

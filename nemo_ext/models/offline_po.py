@@ -1,0 +1,15 @@
+"""DPO / IPO / RPO on chosen-rejected pairs: NeMo's `MagpieTTSModelOfflinePO`, with cached codes widened on load."""
+
+from __future__ import annotations
+
+from nemo.collections.tts.models import magpietts_preference_optimization as upstream
+
+from nemo_ext.datasets import MagpieTTSDatasetDPOWideCodes, adopt
+
+
+class MagpieTTSOfflinePO(upstream.MagpieTTSModelOfflinePO):
+    """NeMo's class unchanged but for its datasets: DataGen saves codes as int16 and NeMo's DPO loss gathers with
+    them, which torch refuses for int16 (see MagpieTTSDatasetDPOWideCodes)."""
+
+    def get_dataset(self, dataset_cfg, dataset_type):
+        return adopt(super().get_dataset(dataset_cfg, dataset_type), MagpieTTSDatasetDPOWideCodes)
