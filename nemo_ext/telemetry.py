@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import warnings
 
 import torch
@@ -185,6 +186,7 @@ class WhisperMemoryMonitor(Callback):
             "phase": phase,
             "step": step,
             "rank": trainer.global_rank,
+            "host": socket.gethostname(),
             "world_size": trainer.world_size,
             "cluster_environment": type(getattr(trainer.strategy, "cluster_environment", None)).__name__,
         }

@@ -87,3 +87,28 @@ requires_slurm = pytest.mark.skipif(
     not (shutil.which("slurmctld") and shutil.which("slurmd") and shutil.which("munged") and os.geteuid() == 0),
     reason="needs Debian's slurm-wlm and munge installed and root (bash .ci/run installs them)",
 )
+
+
+def assert_wandb_reduces_rank_files(exp_dir, memory_dir, ranks: int) -> None:
+    """The W&B run's max / _min / _mean of each memory figure equal the max, min and mean of the ranks' own
+    files, row by row, and the ranks' figures differ somewhere (or the reduction would go untested)."""
+    import pytest
+
+    from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+
+    per_rank = {r: read_jsonl(os.path.join(memory_dir, f"rank{r}.jsonl")) for r in range(ranks)}
+    rows = [
+        row for f in find_offline_runs(str(exp_dir)) for row in read_offline_run(f).history if "cpu/rss_gb_min" in row
+    ]
+    assert len(rows) == len(per_rank[0]) > 1
+    differing = 0
+    for index, row in enumerate(rows):
+        local = [per_rank[r][index] for r in range(ranks)]
+        assert {entry["rank"] for entry in local} == set(range(ranks))
+        for key in ("cpu/rss_gb", "cpu/peak_rss_gb"):
+            values = [entry[key] for entry in local]
+            assert row[key] == pytest.approx(max(values), rel=1e-12)
+            assert row[f"{key}_min"] == pytest.approx(min(values), rel=1e-12)
+            assert row[f"{key}_mean"] == pytest.approx(sum(values) / ranks, rel=1e-12)
+            differing += len(set(values)) > 1
+    assert differing > 0, "ranks reported identical figures: the reduction would be untested"

@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -85,7 +86,12 @@ def test_offline_po_script_goes_from_texts_to_a_dpo_checkpoint(tiny, tmp_path):
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "offline_po.sh"), "--tiny"],
         cwd=tmp_path,
-        env={**os.environ, "MAGPIE_TINY_ROOT": tiny.root, "MAGPIE_EXP_DIR": str(tmp_path / "runs")},
+        env={
+            **os.environ,
+            "MAGPIE_PYTHON": sys.executable,  # this session's environment, wherever the checkout is
+            "MAGPIE_TINY_ROOT": tiny.root,
+            "MAGPIE_EXP_DIR": str(tmp_path / "runs"),
+        },
         capture_output=True,
         text=True,
         timeout=900,

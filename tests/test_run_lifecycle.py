@@ -273,3 +273,52 @@ def test_a_refused_secret_reaches_no_file(tiny, tmp_path, script, config):
         assert SECRET not in result.stdout + result.stderr
     holding = subprocess.run(["grep", "-rl", SECRET, str(tmp_path)], capture_output=True, text=True).stdout.split()
     assert holding == [str(yaml_dir / "with_secret.yaml")]  # only the user's own file
+
+
+def datagen_outputs(folder: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted((folder / "audios").glob("*_metrics.json"))}
+
+
+def test_an_interrupted_datagen_resumes_to_the_same_files_as_an_uninterrupted_run(tiny, tmp_path):
+    # One item per batch, reseeded per batch: each item's generation depends on nothing that ran before it.
+    args = [
+        "--config-name",
+        "offline_po_datagen_tiny",
+        f"tiny_root={tiny.root}",
+        "data.batch_size=1",
+        "model.datagen_seed=7",
+    ]
+    whole = run_recipe("offline_po_datagen.py", *args, f"exp_manager.exp_dir={tmp_path / 'whole'}", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    [whole_folder] = (tmp_path / "whole" / "tiny_offline_po_datagen").iterdir()
+
+    exp_dir = tmp_path / "stopped"
+    process = start_recipe(
+        "offline_po_datagen.py",
+        *args,
+        f"exp_manager.exp_dir={exp_dir}",
+        env={},
+        cwd=tmp_path,
+        log_path=tmp_path / "stopped.log",
+    )
+    folder_glob = str(exp_dir / "tiny_offline_po_datagen" / "*" / "audios" / "*_metrics.json")
+    wait_until(lambda: len(glob.glob(folder_glob)) >= 2, process, what="2 scored items")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=300) == EXIT_STOPPED
+    [folder] = (exp_dir / "tiny_offline_po_datagen").iterdir()
+    first_attempt = {p.name: p.stat().st_mtime_ns for p in (folder / "audios").glob("*_metrics.json")}
+    assert 2 <= len(first_attempt) < 4
+
+    resumed = run_recipe(
+        "offline_po_datagen.py", *args, f"exp_manager.exp_dir={exp_dir}", f"resume={folder}", cwd=tmp_path
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"[magpie] {len(first_attempt)} items already complete in {folder}; generating the rest" in resumed.stdout
+    # The items done before the stop were not generated again; the final set is the uninterrupted run's.
+    assert {
+        p.name: p.stat().st_mtime_ns for p in (folder / "audios").glob("*_metrics.json") if p.name in first_attempt
+    } == first_attempt
+    assert datagen_outputs(folder) == datagen_outputs(whole_folder)
+    assert sorted(p.name for p in (folder / "audios").iterdir()) == sorted(
+        p.name for p in (whole_folder / "audios").iterdir()
+    )

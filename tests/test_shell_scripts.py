@@ -6,9 +6,9 @@ import subprocess
 import pytest
 from magpie_testing import REPO
 
-SCRIPTS = sorted(str(p) for p in (REPO / "scripts").rglob("*") if p.suffix in (".sh", ".sbatch")) + [
-    str(REPO / ".ci/run")
-]
+SCRIPTS = sorted(
+    str(p) for p in [*(REPO / "scripts").rglob("*"), *(REPO / "tests").glob("*.sh")] if p.suffix in (".sh", ".sbatch")
+) + [str(REPO / ".ci/run")]
 
 
 @pytest.mark.skipif(not shutil.which("shellcheck"), reason="needs shellcheck (bash scripts/install_test_tools.sh)")
@@ -17,3 +17,49 @@ def test_shellcheck_passes_on_every_script():
     assert result.returncode == 0, result.stdout
     for script in SCRIPTS:
         assert subprocess.run(["bash", "-n", script]).returncode == 0, script
+
+
+def rendezvous(tmp_path, hostname: str, node_addr: str):
+    """magpie_export_rendezvous from scripts/slurm/common.sh, with `scontrol` answering for a node whose SLURM
+    name is `hostname` and whose NodeAddr is `node_addr` (what the real two-node tests cannot vary)."""
+    import os
+    import time
+
+    stub = tmp_path / "bin" / "scontrol"
+    stub.parent.mkdir()
+    stub.write_text(
+        "#!/bin/sh\n"
+        f'[ "$2" = hostnames ] && echo {hostname} && exit 0\n'
+        f'[ "$2" = node ] && echo "NodeName={hostname} Arch=x86_64 NodeAddr={node_addr} NodeHostName={hostname}"\n'
+    )
+    stub.chmod(0o755)
+    script = (
+        'set -euo pipefail; source scripts/slurm/common.sh; magpie_export_rendezvous; echo "$MASTER_ADDR $MASTER_PORT"'
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        ["bash", "-c", script],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "PATH": f"{stub.parent}:{os.environ['PATH']}",
+            "SLURM_JOB_NODELIST": hostname,
+            "SLURM_JOB_ID": "20007",
+        },
+        capture_output=True,
+        text=True,
+    )
+    return result, time.monotonic() - started
+
+
+def test_rendezvous_address_is_the_first_nodes_address_not_its_name(tmp_path):
+    result, _ = rendezvous(tmp_path, "gpu-node-017", "127.0.0.5")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["127.0.0.5", "20007"]
+
+
+def test_rendezvous_fails_in_seconds_when_the_first_node_resolves_to_nothing(tmp_path):
+    result, seconds = rendezvous(tmp_path, "m1.invalid", "m1.invalid")
+    assert result.returncode == 2
+    assert "the first node m1.invalid (NodeAddr m1.invalid) resolves to no IPv4 address" in result.stderr
+    assert seconds < 30

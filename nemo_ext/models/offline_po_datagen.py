@@ -64,19 +64,29 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
         return path
 
     def test_step(self, batch, batch_idx):
+        # Each item's input manifest line (the recipe's dataset carries it); files are named by it, so a resumed
+        # or requeued run writes the items it still lacks under the names an uninterrupted run would use.
+        manifest_lines = batch.get("item_ids")
+        if manifest_lines is None:  # a dataset without ids: NeMo's numbering, per rank
+            first_item = batch_idx * self._test_dl.batch_size
+            manifest_lines = [None] * len(batch["raw_texts"])
+            item_ids = [first_item + i for i in range(len(manifest_lines))]
+        else:
+            item_ids = list(manifest_lines)
+        seed = self.cfg.get("datagen_seed")
+        if seed is not None:
+            # Reproducible per batch, whatever ran before it (a resumed run, another rank split).
+            torch.manual_seed(int(seed) + int(item_ids[0]))
         with torch.no_grad(), self.step_memory.phase("datagen"):
             self._set_inference_parameters()
             output = self.infer_batch(batch, use_cfg=self.cfg.get("inference_use_cfg", False))
             audio_dir = self.output_dir()
-            first_item = batch_idx * self._test_dl.batch_size
-            item_ids = [first_item + i for i in range(output.predicted_audio.size(0))]
             paths, durations = self._save_generations(output, item_ids, audio_dir)
             transcripts = self._transcribe_or_none(paths, output.predicted_audio_lens)
             if transcripts is None:
                 similarities = [0.0] * len(paths)
             else:
                 similarities = self._speaker_similarities(paths, batch["audio_filepaths"])
-            manifest_lines = batch.get("item_ids") or [None] * len(item_ids)
             for i, item_id in enumerate(item_ids):
                 gt_transcript = process_text_for_cer(batch["raw_texts"][i])
                 pred = INVALID_TRANSCRIPT if transcripts is None else transcripts[i]
@@ -94,10 +104,11 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
                     # The input manifest line this sample was generated for: the pair stage groups by it.
                     "item_id": manifest_lines[i],
                 }
-                with open(
-                    os.path.join(audio_dir, f"predicted_audioRank{self.global_rank}_{item_id}_metrics.json"), "w"
-                ) as f:
+                # Written last and atomically: a metrics file marks an item as complete (wav and codes first).
+                path = os.path.join(audio_dir, f"predicted_audioRank{self.global_rank}_{item_id}_metrics.json")
+                with open(f"{path}.tmp", "w") as f:
                     json.dump(metrics, f)
+                os.replace(f"{path}.tmp", path)
 
     def _set_inference_parameters(self) -> None:
         params = self.inference_parameters

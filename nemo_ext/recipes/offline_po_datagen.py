@@ -45,10 +45,10 @@ def resolve_load_whisper(cfg: DictConfig) -> DictConfig:
 
 def write_items_manifest(manifest: str, folder) -> str:
     """DataGen's own copy of the input manifest, each line with its index (`magpie_item_id`): the id written into
-    every metrics file, by which the pair stage finds a sample's text and group. Only rank 0 writes it; the
-    other ranks read the same path."""
+    every metrics file, by which the pair stage finds a sample's text and group. Only rank 0 writes it (once per
+    run folder: a resumed run keeps the ids); the other ranks read the same path."""
     path = os.path.join(folder.path, ITEMS_MANIFEST)
-    if folder.owner:
+    if folder.owner and not os.path.isfile(path):
         temporary = f"{path}.{os.getpid()}.tmp"
         with open(manifest) as source, open(temporary, "w") as copy:
             rows = [json.loads(line) for line in source if line.strip()]
@@ -57,6 +57,31 @@ def write_items_manifest(manifest: str, folder) -> str:
     else:
         _wait_for(path)
     return path
+
+
+def items_still_to_generate(folder) -> tuple[str, int]:
+    """(manifest of the items without a complete sample, how many are complete). A sample is complete once its
+    metrics file exists (written last, atomically). The first attempt writes everything; a resumed or requeued
+    one only what is missing. Ranks decide alike: they read the same files, which no rank writes until the
+    test loop starts."""
+    items = os.path.join(folder.path, ITEMS_MANIFEST)
+    done = set()
+    for path in glob.glob(os.path.join(folder.path, "audios", "*_metrics.json")):
+        with open(path) as f:
+            done.add(json.load(f).get("item_id"))
+    if not done:
+        return items, 0
+    todo = os.path.join(folder.path, "state", f"items_todo_rank{os.environ.get('SLURM_PROCID', '0')}.json")
+    with open(items) as source, open(todo, "w") as target:
+        for line in source:
+            if line.strip() and json.loads(line)[ITEM_ID_KEY] not in done:
+                target.write(line)
+    return todo, len(done)
+
+
+def _has_lines(path: str) -> bool:
+    with open(path) as f:
+        return any(line.strip() for line in f)
 
 
 def _wait_for(path: str, seconds: float = 300.0) -> None:
@@ -75,9 +100,15 @@ def run_offline_po_datagen(cfg: DictConfig) -> DataGenRun | None:
 
     # DataGen's product is its per-item files; a stop keeps those written so far (nothing to checkpoint).
     with StageRun(cfg, "offline_po_datagen", saves_checkpoints=False) as run:
-        items = write_items_manifest(cfg.data.test_manifest, run.folder)
+        write_items_manifest(cfg.data.test_manifest, run.folder)
+        todo, done = items_still_to_generate(run.folder)
+        audio_dir = os.path.join(run.folder.path, "audios")
+        if done:
+            print(f"[magpie] {done} items already complete in {run.folder.path}; generating the rest", flush=True)
+            if not _has_lines(todo):
+                return DataGenRun(model=None, trainer=None, audio_dir=audio_dir)
         model_cfg = build_model_config(
-            cfg, {"test_ds": dataset_config(cfg, items, DATASET, shuffle=False)}, training=False
+            cfg, {"test_ds": dataset_config(cfg, todo, DATASET, shuffle=False)}, training=False
         )
         model, trainer = run.test(MagpieTTSOfflinePODataGen, model_cfg, telemetry_callbacks(cfg))
     if run.folder.owner:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import warnings
 from collections.abc import Iterable
+from types import SimpleNamespace
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -200,6 +202,12 @@ def build_trainer(cfg: DictConfig, folder: RunFolder, callbacks: list | None = N
         # signal handler (a deadlock risk under DDP) and requeue before the run has stopped.
         trainer_kwargs["plugins"] = list(trainer_kwargs.get("plugins") or []) + [SLURMEnvironment(auto_requeue=False)]
     trainer = pl.Trainer(callbacks=list(callbacks or []), **trainer_kwargs)
+    # NeMo 3.0.0's exp_manager reads `trainer.accelerator_connector.is_slurm_managing_tasks`, which Lightning 2
+    # renamed to a private attribute: every multi-node run logged "You are running multi-node training without
+    # SLURM handling the processes", also under SLURM. Give it the answer Lightning 2 has.
+    trainer.accelerator_connector = SimpleNamespace(
+        is_slurm_managing_tasks=isinstance(trainer._accelerator_connector.cluster_environment, SLURMEnvironment)
+    )
     exp_manager_cfg = OmegaConf.create(OmegaConf.to_container(cfg.get("exp_manager") or {}, resolve=True))
     with open_dict(exp_manager_cfg):
         exp_manager_cfg.version = folder.version
@@ -334,10 +342,17 @@ class StageRun:
 
     def _build(self, model_class, model_cfg: DictConfig, callbacks: list):
         self.trainer = build_trainer(self.cfg, self.folder, callbacks=list(callbacks) + [self.stopper])
+        print(
+            f"[magpie] rank {self.trainer.global_rank} of {self.trainer.world_size} on {socket.gethostname()}",
+            flush=True,
+        )
         model = model_class(cfg=model_cfg, trainer=self.trainer)
         model.maybe_init_from_pretrained_checkpoint(cfg=self.cfg)
-        # Building the models takes a while; a stop requested meanwhile ends the run before its first step.
-        self.stopper.raise_if_received(self.trainer.global_step)
+        # Building the models takes a while; a stop requested meanwhile ends the run before its first step. With
+        # several ranks this must be decided together (a rank may get the signal a moment later and would wait in
+        # a collective for one that left): then the first batch start decides, where all ranks take the max.
+        if self.trainer.world_size == 1:
+            self.stopper.raise_if_received(self.trainer.global_step)
         return model
 
     def fit(self, model_class, model_cfg: DictConfig, callbacks: list):

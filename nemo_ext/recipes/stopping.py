@@ -67,6 +67,11 @@ class StopOnSignal(Callback):
     def install(self) -> StopOnSignal:
         if _early_signal and not self.received:
             self.received = _early_signal[0]
+            print(
+                f"[magpie] {self.received} received during start-up: stopping before the first step",
+                file=sys.stderr,
+                flush=True,
+            )
         for signum in STOP_SIGNALS:
             previous = signal.signal(signum, self._handle)
             self._previous.setdefault(signum, previous)

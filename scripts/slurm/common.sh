@@ -8,8 +8,24 @@ MAGPIE_EXIT_STOPPED=75
 
 # Ranks: srun sets SLURM_PROCID / SLURM_LOCALID / SLURM_NODEID per task and Lightning's SLURMEnvironment reads
 # them. Rendezvous: the first node of the allocation, a port derived from the job id (stable across requeues).
+# MASTER_ADDR is an address, not the node's SLURM name: that name need not resolve on the nodes (then the
+# rendezvous hung until the time limit). SLURM's own NodeAddr for the node (how slurmctld reaches it) first,
+# resolved to IPv4; fail in seconds when nothing resolves. An exported MASTER_ADDR wins.
 magpie_export_rendezvous() {
-  MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+  local first node_addr address candidate
+  first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+  node_addr=$(scontrol show node "$first" 2>/dev/null | sed -n 's/.*NodeAddr=\([^ ]*\).*/\1/p' | head -n 1)
+  address=${MASTER_ADDR:-}
+  for candidate in "$node_addr" "$first"; do
+    [[ -n "$address" || -z "$candidate" ]] && continue
+    address=$(getent ahostsv4 "$candidate" | awk 'NR == 1 {print $1}' || true)
+  done
+  if [[ -z "$address" ]]; then
+    echo "[magpie] the first node $first (NodeAddr ${node_addr:-none}) resolves to no IPv4 address; export" \
+      "MASTER_ADDR=<an address the other nodes reach> before submitting" >&2
+    return 2
+  fi
+  MASTER_ADDR=$address
   MASTER_PORT=${MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}
   export MASTER_ADDR MASTER_PORT
 }
@@ -65,7 +81,7 @@ magpie_run_stage() {
   export TORCH_NCCL_ASYNC_ERROR_HANDLING=${TORCH_NCCL_ASYNC_ERROR_HANDLING:-1}
   export NCCL_DEBUG=${NCCL_DEBUG:-WARN}
   export OMP_NUM_THREADS=${OMP_NUM_THREADS:-${SLURM_CPUS_PER_TASK:-1}}
-  magpie_export_rendezvous
+  magpie_export_rendezvous || return
 
   local recipe="$repo/recipes/$stage.py"
   magpie_split_args "$@"

@@ -1,0 +1,230 @@
+"""Two real SLURM nodes on this machine, submitted through scripts/slurm/submit.sh.
+
+tests/two_node_slurm.sh gives each slurmd its own network namespace (node1 = 10.77.41.1, node2 = .2 on a private
+bridge) and its own hostname; munged and slurmctld run on the host. Job tasks inherit the node's namespaces, so
+rank 0 and rank 1 run on different hosts and rendezvous across the bridge."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from magpie_testing import REPO, assert_wandb_reduces_rank_files, read_jsonl
+
+from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+
+HARNESS = Path(__file__).with_name("two_node_slurm.sh")
+requires_two_node_slurm = pytest.mark.skipif(
+    not (
+        os.geteuid() == 0
+        and all(shutil.which(tool) for tool in ("slurmctld", "slurmd", "munged", "ip", "nsenter", "unshare"))
+    ),
+    reason="needs root, iproute2, util-linux and Debian's slurm-wlm + munge (bash scripts/install_test_tools.sh)",
+)
+pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.multiprocess, requires_two_node_slurm]
+
+
+class TwoNodeCluster:
+    def __init__(self, root: Path):
+        self.root = root
+        self.env = {**os.environ, "SLURM_CONF": str(root / "slurm.conf"), "MAGPIE_PYTHON": sys.executable}
+
+    def run(self, *command: str, timeout: int = 60) -> subprocess.CompletedProcess:
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout)
+
+    def state(self, job: str) -> str:
+        return self.run("squeue", "-h", "-j", job, "-o", "%T %r").stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("two_nodes")
+    started = subprocess.run(["bash", str(HARNESS), "start", str(root)], capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stderr[-3000:]
+    try:
+        yield TwoNodeCluster(root)
+    finally:
+        subprocess.run(["bash", str(HARNESS), "stop", str(root)], capture_output=True, timeout=180)
+
+
+def submit(cluster, tmp_path, stage, *overrides, wait=True, time_limit="00:10:00"):
+    env = {
+        **cluster.env,
+        "NODES": "2",
+        "GPUS_PER_NODE": "0",
+        "TASKS_PER_NODE": "1",
+        "CPUS_PER_TASK": "1",
+        "TIME": time_limit,
+        "MAGPIE_EXP_DIR": str(tmp_path / "runs"),
+        "SBATCH_EXTRA": f"--output={tmp_path}/job-%j.out" + (" --wait" if wait else ""),
+    }
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts/slurm/submit.sh"), stage, *overrides],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    [job] = [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("Submitted batch job")]
+    return result, job
+
+
+def tiny_args(stage, fixtures):
+    return ["--config-name", f"{stage}_tiny", f"tiny_root={fixtures.root}"]
+
+
+def ranks_and_hosts(output: str) -> dict[int, str]:
+    """From each rank's start line: `[magpie] rank R of W on HOST`."""
+    found = {}
+    for line in output.splitlines():
+        if line.startswith("[magpie] rank ") and " of 2 on " in line:
+            words = line.split()
+            found[int(words[2])] = words[-1]
+    return found
+
+
+@pytest.mark.parametrize("stage", ["online_po", "offline_po_datagen", "offline_po_dpo"])
+def test_each_stage_runs_one_rank_per_node(cluster, tmp_path, tiny, stage):
+    result, job = submit(cluster, tmp_path, stage, *tiny_args(stage, tiny), "trainer.max_steps=2")
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert result.returncode == 0, output[-4000:]
+    assert f"[magpie] job {job} (restart 0): {stage} on 2 node(s) x 1 task(s), rendezvous 10.77.41.1:" in output
+    assert ranks_and_hosts(output) == {0: "node1", 1: "node2"}
+    run_dir = tmp_path / "runs" / f"tiny_{stage}" / job
+    assert json.loads((run_dir / "state" / "run_state.json").read_text())["status"] == "finished"
+    if stage == "offline_po_dpo":
+        return
+    for rank, host in ((0, "node1"), (1, "node2")):
+        rows = read_jsonl(run_dir / "memory" / f"rank{rank}.jsonl")
+        assert {(r["host"], r["world_size"], r["cluster_environment"]) for r in rows} == {(host, 2, "SLURMEnvironment")}
+    assert_wandb_reduces_rank_files(tmp_path / "runs", run_dir / "memory", ranks=2)
+    if stage == "offline_po_datagen":
+        metrics = glob.glob(str(run_dir / "audios" / "*_metrics.json"))
+        assert sorted(json.loads(Path(m).read_text())["item_id"] for m in metrics) == [0, 1, 2, 3]
+
+
+def wait_for(condition, what, seconds=300):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+
+
+def release_when_requeued(cluster, job, *updates):
+    """SLURM holds a requeued job for about two minutes (BeginTime): release it at once."""
+    wait_for(lambda: cluster.state(job) == "PENDING BeginTime", "the requeue", 300)
+    # Released before the nodes cleaned up the first attempt, slurmd refuses the start ("Job credential revoked").
+    wait_for(lambda: set(cluster.run("sinfo", "-h", "-N", "-o", "%t").stdout.split()) == {"idle"}, "idle nodes", 120)
+    assert cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now", *updates).returncode == 0
+
+
+def wait_until_done(cluster, job, seconds=600):
+    wait_for(lambda: cluster.state(job) == "", "the job to end", seconds)
+
+
+def step_rows(path: Path) -> list[list[int]]:
+    """The steps each attempt trained, from a rank file: a new attempt starts with a `load` row."""
+    attempts = []
+    for row in read_jsonl(path):
+        if row["phase"] == "load":
+            attempts.append([])
+        elif row["phase"] == "step":
+            attempts[-1].append(row["step"])
+    return attempts
+
+
+def test_a_usr1_requeue_during_training_loses_no_step_on_either_node(cluster, tmp_path, tiny):
+    max_steps = 30
+    _, job = submit(
+        cluster, tmp_path, "online_po", *tiny_args("online_po", tiny), f"trainer.max_steps={max_steps}", wait=False
+    )
+    run_dir = tmp_path / "runs" / "tiny_online_po" / job
+    rank0 = run_dir / "memory" / "rank0.jsonl"
+    wait_for(lambda: rank0.exists() and rank0.read_text().count('"phase": "step"') >= 3, "3 steps")
+    assert cluster.run("scancel", "--signal=USR1", job).returncode == 0
+    release_when_requeued(cluster, job)
+    wait_until_done(cluster, job)
+
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert f"[magpie] job {job} stopped with its progress saved (exit 75): requeueing it" in output, output[-4000:]
+    assert f"[magpie] job {job} (restart 1)" in output
+    [stopped] = glob.glob(str(run_dir / "checkpoints" / "stopped-step=*.ckpt"))
+    stopped_at = int(stopped.split("=")[-1].removesuffix(".ckpt"))
+    assert f"[magpie] continuing {run_dir} from {stopped}" in output
+    for rank in (0, 1):
+        first, second = step_rows(run_dir / "memory" / f"rank{rank}.jsonl")
+        assert first == list(range(1, stopped_at + 1)) and second == list(range(stopped_at + 1, max_steps + 1))
+    # Every step logged on the ranks is in the W&B run, in the one run id of the job, without a gap.
+    attempts = [read_offline_run(f) for f in find_offline_runs(str(tmp_path / "runs"))]
+    assert {a.run_id for a in attempts} == {job} and [a.exit_code for a in attempts] == [75, 0]
+    train_steps = [int(r["trainer/global_step"]) for a in attempts for r in a.history if "train_loss" in r]
+    assert train_steps == list(range(max_steps))
+    assert json.loads((run_dir / "state" / "run_state.json").read_text())["status"] == "finished"
+    assert not glob.glob(str(run_dir / "checkpoints" / "*-unfinished"))
+
+
+def test_the_launchers_own_signal_ends_in_a_requeue_that_continues(cluster, tmp_path, tiny):
+    """TIME=00:02:00 with the sbatch script's own --signal=SIGUSR1@120: SLURM signals the job at its first
+    time-limit check (within about a minute of the start). The training is open-ended (max_steps=100000) so
+    the signal always lands before it ends. The requeued attempt gets a longer limit; once it has continued
+    from the saved step, the test cancels it."""
+    _, job = submit(
+        cluster,
+        tmp_path,
+        "online_po",
+        *tiny_args("online_po", tiny),
+        "trainer.max_steps=100000",
+        wait=False,
+        time_limit="00:02:00",
+    )
+    release_when_requeued(cluster, job, "TimeLimit=00:10:00")
+    run_dir = tmp_path / "runs" / "tiny_online_po" / job
+    job_log = tmp_path / f"job-{job}.out"
+
+    def attempts(rank):
+        """(first attempt's steps, second attempt's steps). A signal before training starts leaves the first
+        attempt without a `load` row in the rank file."""
+        rows = step_rows(run_dir / "memory" / f"rank{rank}.jsonl") if (run_dir / "memory").exists() else []
+        stopped_in_set_up = "at step 0; no new checkpoint" in log_text()
+        return ([], rows[0] if rows else []) if stopped_in_set_up else (rows + [[], []])[:2]
+
+    def log_text():
+        return job_log.read_text() if job_log.exists() else ""
+
+    def second_attempt_trained():
+        return "(restart 1)" in log_text() and len(attempts(1)[1]) >= 2
+
+    wait_for(second_attempt_trained, "the second attempt's steps")
+    assert cluster.run("scancel", job).returncode == 0
+    wait_until_done(cluster, job)
+    output = job_log.read_text()
+    assert "[magpie] SIGUSR1 received" in output, output[-4000:]
+    assert f"[magpie] job {job} stopped with its progress saved (exit 75): requeueing it" in output
+    for rank in (0, 1):
+        first, second = attempts(rank)
+        stopped_at = len(first)
+        assert first == list(range(1, stopped_at + 1)) and second[:2] == [stopped_at + 1, stopped_at + 2]
+    if stopped_at:
+        assert f"[magpie] continuing {run_dir} from {run_dir}/checkpoints/stopped-step={stopped_at}.ckpt" in output
+
+
+def test_a_usr1_before_training_starts_ends_in_a_requeue(cluster, tmp_path, tiny):
+    _, job = submit(cluster, tmp_path, "online_po", *tiny_args("online_po", tiny), "trainer.max_steps=3", wait=False)
+    run_dir = tmp_path / "runs" / "tiny_online_po" / job
+    # The run folder exists (the stop handlers are in place); no step has started.
+    wait_for(lambda: (run_dir / "state" / "run_state.json").exists(), "the run folder")
+    assert not (run_dir / "memory").exists()
+    assert cluster.run("scancel", "--signal=USR1", job).returncode == 0
+    release_when_requeued(cluster, job)
+    wait_until_done(cluster, job)
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert "stopped by SIGUSR1 at step 0; no new checkpoint (nothing trained in this attempt)" in output, output[-4000:]
+    state = json.loads((run_dir / "state" / "run_state.json").read_text())
+    assert (state["status"], state["global_step"], state["attempts"]) == ("finished", 3, 2)
