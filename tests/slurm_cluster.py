@@ -75,7 +75,9 @@ SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
 SlurmUser=root
 AuthType=auth/munge
-AuthInfo=socket={munge_socket}
+# cred_expire: how long a requeued job's credential stays revoked, and so how long SLURM holds the job
+# before it may start again (default 120 s; a job released earlier is killed: "Job credential revoked").
+AuthInfo=socket={munge_socket},cred_expire=10
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none

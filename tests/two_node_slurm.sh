@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Vendored from the workplace's shared/tools/two_node_slurm.sh so the suite needs nothing outside the repo.
+# Changed: cred_expire=10 (SLURM holds a requeued job that long before it may start again; default 120 s).
 # A real two-node SLURM cluster on one machine (root; slurm-wlm and munge installed).
 # Each slurmd runs in its own network namespace (its own address on a private bridge) and UTS namespace (its
 # own hostname, node1 / node2), with a private /etc/hosts naming the nodes; its job tasks inherit all three.
@@ -119,7 +120,7 @@ SlurmctldPort=$(free_port)
 SlurmdPort=6818
 SlurmUser=root
 AuthType=auth/munge
-AuthInfo=socket=$dir/munge.socket
+AuthInfo=socket=$dir/munge.socket,cred_expire=10
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
