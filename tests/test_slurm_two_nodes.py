@@ -21,6 +21,23 @@ from magpie_testing import REPO, assert_wandb_reduces_rank_files, read_jsonl
 from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
 
 HARNESS = Path(__file__).with_name("two_node_slurm.sh")
+
+
+def _sysfs_shows_this_network_namespace() -> bool:
+    """False inside `unshare -n` (scripts/test_no_network.sh): /sys still shows the host's interfaces, so the
+    harness cannot find the bridge it made and its stop would leave the nodes' slurmd running."""
+    try:
+        listed = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    names = {line.split(":")[1].strip().split("@")[0] for line in listed.splitlines() if ":" in line}
+    return names == set(os.listdir("/sys/class/net"))
+
+
+requires_sysfs_of_this_netns = pytest.mark.skipif(
+    not _sysfs_shows_this_network_namespace(),
+    reason="/sys shows another network namespace (unshare -n): the two-node harness needs a host network namespace",
+)
 requires_two_node_slurm = pytest.mark.skipif(
     not (
         os.geteuid() == 0
@@ -28,7 +45,13 @@ requires_two_node_slurm = pytest.mark.skipif(
     ),
     reason="needs root, iproute2, util-linux and Debian's slurm-wlm + munge (bash scripts/install_test_tools.sh)",
 )
-pytestmark = [pytest.mark.slurm, pytest.mark.e2e, pytest.mark.multiprocess, requires_two_node_slurm]
+pytestmark = [
+    pytest.mark.slurm,
+    pytest.mark.e2e,
+    pytest.mark.multiprocess,
+    requires_two_node_slurm,
+    requires_sysfs_of_this_netns,
+]
 
 
 class TwoNodeCluster:
