@@ -13,7 +13,8 @@ from omegaconf import DictConfig, open_dict
 from nemo_ext.errors import ConfigError
 from nemo_ext.pairs import ITEM_ID_KEY
 from nemo_ext.recipes.offline_po_pairs import ITEMS_MANIFEST
-from nemo_ext.recipes.setup import StageRun, build_model_config, dataset_config, dry_run_done, prepare_config
+from nemo_ext.recipes.setup import build_model_config, dataset_config, dry_run_done, prepare_config
+from nemo_ext.recipes.stage_run import StageRun
 from nemo_ext.telemetry import telemetry_callbacks
 
 DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDataset"

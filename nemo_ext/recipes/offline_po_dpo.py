@@ -12,12 +12,12 @@ from omegaconf import DictConfig, open_dict
 
 from nemo_ext.config import DPO_LOSS_TYPES, require_choice
 from nemo_ext.recipes.setup import (
-    StageRun,
     build_model_config,
     dry_run_done,
     prepare_config,
     train_and_validation_datasets,
 )
+from nemo_ext.recipes.stage_run import StageRun
 
 DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDatasetDPO"
 REQUIRED_PATHS = ("init_from_ptl_ckpt", "codecmodel_path", "data.train_manifest", "data.val_manifest")

@@ -8,12 +8,12 @@ from omegaconf import DictConfig, open_dict
 
 from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS, require_choice
 from nemo_ext.recipes.setup import (
-    StageRun,
     build_model_config,
     dry_run_done,
     prepare_config,
     train_and_validation_datasets,
 )
+from nemo_ext.recipes.stage_run import StageRun
 from nemo_ext.telemetry import telemetry_callbacks
 
 DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDataset"
