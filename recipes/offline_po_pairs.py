@@ -4,10 +4,15 @@
 
 Config: conf/offline_po_pairs.yaml. Logic: nemo_ext/recipes/offline_po_pairs.py (callable without Hydra)."""
 
-import os
+# First: a stop signal (SIGTERM, SIGINT, SLURM's SIGUSR1) during the imports below is kept, not fatal.
+from nemo_ext.recipes.early_signals import record_signals_from_now
 
-from nemo_ext.recipes.entry import hydra_entry_point
-from nemo_ext.recipes.offline_po_pairs import run_offline_po_pairs
+record_signals_from_now()
+
+import os  # noqa: E402
+
+from nemo_ext.recipes.entry import hydra_entry_point  # noqa: E402
+from nemo_ext.recipes.offline_po_pairs import run_offline_po_pairs  # noqa: E402
 
 main = hydra_entry_point(
     run_offline_po_pairs,

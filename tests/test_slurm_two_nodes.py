@@ -196,10 +196,10 @@ def test_a_usr1_requeue_during_training_loses_no_step_on_either_node(cluster, tm
 
 
 def test_the_launchers_own_signal_ends_in_a_requeue_that_continues(cluster, tmp_path, tiny):
-    """TIME=00:02:00 with the sbatch script's own --signal=SIGUSR1@120: SLURM signals the job at its first
-    time-limit check (within about a minute of the start). The training is open-ended (max_steps=100000) so
-    the signal always lands before it ends. The requeued attempt gets a longer limit; once it has continued
-    from the saved step, the test cancels it."""
+    """TIME=00:03:00 with the sbatch script's own --signal=SIGUSR1@120: SLURM signals the job about a minute
+    in, once it trains (a signal due before srun has started the step reaches no task at all). The training
+    is open-ended (max_steps=100000) so the signal always lands before it ends. The requeued attempt gets a
+    longer limit; once it has continued from the saved step, the test cancels it."""
     _, job = submit(
         cluster,
         tmp_path,
@@ -207,7 +207,7 @@ def test_the_launchers_own_signal_ends_in_a_requeue_that_continues(cluster, tmp_
         *tiny_args("online_po", tiny),
         "trainer.max_steps=100000",
         wait=False,
-        time_limit="00:02:00",
+        time_limit="00:03:00",
     )
     wait_for_requeue(cluster, job, "TimeLimit=00:10:00")
     run_dir = tmp_path / "runs" / "tiny_online_po" / job

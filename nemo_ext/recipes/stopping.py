@@ -24,25 +24,12 @@ import sys
 import torch
 from lightning.pytorch import Callback
 
+from nemo_ext.recipes import early_signals
+from nemo_ext.recipes.early_signals import STOP_SIGNALS, record_signals_from_now  # noqa: F401 - re-exported
+
 # EX_TEMPFAIL: stopped on request with the progress saved; run the same command with resume=<run folder>
 # (the SLURM scripts requeue the job on this code).
 EXIT_STOPPED = 75
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
-
-
-# Signals received before a StopOnSignal took over (the entry point records them from its first line, while
-# NeMo is still being imported): the first StopOnSignal installed adopts them.
-_early_signal: list[str] = []
-
-
-def _record_early(signum, frame) -> None:
-    _early_signal.append(signal.Signals(signum).name)
-
-
-def record_signals_from_now() -> None:
-    """Called first thing by the entry point: a stop request during imports and validation is kept."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, _record_early)
 
 
 class RunStopped(Exception):
@@ -65,8 +52,8 @@ class StopOnSignal(Callback):
 
     # ---- handlers ----
     def install(self) -> StopOnSignal:
-        if _early_signal and not self.received:
-            self.received = _early_signal[0]
+        if early_signals.received and not self.received:
+            self.received = early_signals.received[0]
             print(
                 f"[magpie] {self.received} received during start-up: stopping before the first step",
                 file=sys.stderr,
