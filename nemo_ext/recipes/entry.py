@@ -11,7 +11,8 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from nemo_ext.errors import ConfigError
-from nemo_ext.recipes.stopping import EXIT_STOPPED, STOP_SIGNALS, RunStopped, record_signals_from_now
+from nemo_ext.recipes.early_signals import STOP_SIGNALS, record_signals_from_now
+from nemo_ext.recipes.stopping import EXIT_STOPPED, RunStopped
 
 
 def hydra_entry_point(run: Callable[[DictConfig], object], config_name: str, config_dir: str) -> Callable[[], None]:

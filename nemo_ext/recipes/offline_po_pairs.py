@@ -160,7 +160,9 @@ def group_samples(items: list[dict], samples: list[Sample], group_size: int, dat
     return groups
 
 
-def _record(item: dict, sample: Sample, reward: float, use_codes: bool) -> dict:
+def _record(item: dict, sample: Sample, use_codes: bool, reward: float | None = None) -> dict:
+    """A manifest line for `sample`: its item's text and context, the generated audio and its scores (and the
+    DPO `reward` when given)."""
     record = {k: v for k, v in item.items() if k not in (ITEM_ID_KEY, "target_audio_codes_path")}
     record.update(
         audio_filepath=sample.audio_filepath,
@@ -170,8 +172,9 @@ def _record(item: dict, sample: Sample, reward: float, use_codes: bool) -> dict:
         pred_context_similarity=sample.similarity,
         pred_transcript=sample.pred_transcript,
         gt_transcript=sample.gt_transcript,
-        reward=reward,
     )
+    if reward is not None:
+        record["reward"] = reward
     if use_codes and sample.codes_path:
         record["target_audio_codes_path"] = sample.codes_path
     return record
@@ -185,8 +188,8 @@ def _write(path: str, rows: list[dict]) -> None:
 def _pair_lines(pairs: list[Pair], items: list[dict], use_codes: bool) -> list[dict]:
     lines = []
     for pair in pairs:
-        lines.append(_record(items[pair.chosen.item_id], pair.chosen, 1.0, use_codes))
-        lines.append(_record(items[pair.rejected.item_id], pair.rejected, pair.rejected_reward, use_codes))
+        lines.append(_record(items[pair.chosen.item_id], pair.chosen, use_codes, reward=1.0))
+        lines.append(_record(items[pair.rejected.item_id], pair.rejected, use_codes, reward=pair.rejected_reward))
     return lines
 
 
@@ -214,9 +217,7 @@ def run_offline_po_pairs(cfg: DictConfig) -> PairsRun:
         train_pairs=len(train),
         val_pairs=len(validation),
     )
-    scored = [_record(items[s.item_id], s, float("nan"), use_codes) | {"item_id": s.item_id} for g in groups for s in g]
-    for row in scored:
-        row.pop("reward")
+    scored = [_record(items[s.item_id], s, use_codes) | {"item_id": s.item_id} for g in groups for s in g]
     _write(run.scored_manifest, scored)
     _write(run.train_manifest, _pair_lines(train, items, use_codes))
     _write(run.val_manifest, _pair_lines(validation, items, use_codes))

@@ -25,7 +25,7 @@ import torch
 from lightning.pytorch import Callback
 
 from nemo_ext.recipes import early_signals
-from nemo_ext.recipes.early_signals import STOP_SIGNALS, record_signals_from_now  # noqa: F401 - re-exported
+from nemo_ext.recipes.early_signals import STOP_SIGNALS
 
 # EX_TEMPFAIL: stopped on request with the progress saved; run the same command with resume=<run folder>
 # (the SLURM scripts requeue the job on this code).
