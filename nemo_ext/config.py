@@ -18,7 +18,11 @@ DEFAULT_WHISPER = "openai/whisper-large-v3"
 # Values NeMo 3.0.0's PO models accept, checked before any model is built.
 REWARD_ASR_MODELS = ("nemo", "whisper")
 GRPO_LOSS_TYPES = ("grpo", "dr_grpo")
-DPO_LOSS_TYPES = ("dpo", "ipo", "rpo")
+DPO_LOSS_TYPES = ("dpo", "ipo", "rpo", "rpo_sq")
+# How the frozen reference policy runs its forward in a GRPO step (see nemo_ext/models/online_po.py):
+# matched (ours): train mode, replaying the policy forward's random draws; eval: no dropout, never drops the
+# context; train: NeMo 3.0.0 (train mode, its own random draws).
+REFERENCE_POLICY_MODES = ("matched", "eval", "train")
 
 
 @dataclass(frozen=True)

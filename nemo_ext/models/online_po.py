@@ -9,10 +9,30 @@ from nemo.collections.tts.models import MagpieTTSModel
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 from omegaconf import DictConfig, open_dict
 
-from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS, require_choice
+from nemo_ext.config import GRPO_LOSS_TYPES, REFERENCE_POLICY_MODES, REWARD_ASR_MODELS, require_choice
 from nemo_ext.errors import ConfigError
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin
+from nemo_ext.random_state import RandomState
 from nemo_ext.whisper_asr import upstream_uses_working_transcription
+
+
+class ReferencePolicy(MagpieTTSModel):
+    """The frozen reference policy of GRPO. With `replay` set, its next forward draws the random numbers the
+    policy's forward drew (same dropout masks, same batches with the context dropped by `cfg_unconditional_prob`,
+    same decoder-input corruption); the random streams then continue as if it had drawn none."""
+
+    replay: RandomState | None = None
+
+    def process_batch(self, batch):
+        if self.replay is None:
+            return super().process_batch(batch)
+        after_policy = RandomState.capture()
+        self.replay.restore()
+        try:
+            return super().process_batch(batch)
+        finally:
+            after_policy.restore()
+            self.replay = None
 
 
 class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
@@ -25,6 +45,7 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
         # The recipe checks these too, before a trainer exists; this guards programmatic construction.
         require_choice(cfg, "reward_asr_model", "nemo", REWARD_ASR_MODELS, prefix="model.")
         require_choice(cfg, "loss_type", "grpo", GRPO_LOSS_TYPES, prefix="model.")
+        require_choice(cfg, "reference_policy_mode", "matched", REFERENCE_POLICY_MODES, prefix="model.")
         reward_asr = cfg.get("reward_asr_model", "nemo")
         loss_type = cfg.get("loss_type", "grpo")
 
@@ -32,6 +53,7 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
         self._init_telemetry()
 
         self.reference_free = self.cfg.get("reference_free", False)
+        self.reference_policy_mode = self.cfg.get("reference_policy_mode", "matched")
         if not self.reference_free:
             self._reference_model = self._build_reference_model(cfg)
 
@@ -62,12 +84,29 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
         with open_dict(ref_cfg):
             ref_cfg.train_ds = None
             ref_cfg.validation_ds = None
-        reference = MagpieTTSModel(cfg=ref_cfg)
+        reference = ReferencePolicy(cfg=ref_cfg)
         checkpoint = torch.load(cfg.reference_model_ckpt_path, map_location="cpu", weights_only=False)
         reference.load_state_dict(checkpoint["state_dict"])
         reference.freeze()
         reference._no_state_dict = True
         return reference
+
+    def train(self, mode: bool = True):
+        # The mixin keeps every frozen submodule in eval mode. NeMo's reference follows the policy's mode (its
+        # reward step ends with self.train()): `train` and `matched` keep that, `eval` does not.
+        super().train(mode)
+        reference = getattr(self, "_reference_model", None)
+        if reference is not None and getattr(self, "reference_policy_mode", "matched") != "eval":
+            reference.train(mode)
+        return self
+
+    def process_batch(self, batch):
+        # NeMo's GRPO step runs the policy's forward, then the reference's on the same batch: in `matched` mode
+        # the reference replays this forward's random draws, so both see the same inputs (context kept or
+        # dropped for the same items) and at step 1, where the weights are equal, the KL is exactly 0.
+        if self.reference_policy_mode == "matched" and not self.reference_free:
+            self._reference_model.replay = RandomState.capture()
+        return super().process_batch(batch)
 
     def generate_and_reward(
         self, batch, num_generations_per_item, mode="train", use_local_transformer_for_inference=False

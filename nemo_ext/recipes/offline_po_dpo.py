@@ -30,17 +30,28 @@ class DPORun:
     trainer: object
 
 
-def run_offline_po_dpo(cfg: DictConfig) -> DPORun | None:
+def validated_config(cfg: DictConfig) -> DictConfig:
     # DPO reads audio through NeMo's dataset, which joins relative paths with data.audio_dir.
     cfg = prepare_config(cfg, REQUIRED_PATHS, manifests=MANIFESTS, preference_pairs=True, absolute_audio_paths=False)
     require_choice(cfg, "model.dpo_loss_type", "dpo", DPO_LOSS_TYPES)
-    if dry_run_done(cfg, "offline_po_dpo"):
-        return None
+    return cfg
+
+
+def model_config(cfg: DictConfig) -> DictConfig:
+    """The config the DPO model is built from (a validated `cfg`)."""
     model_cfg = build_model_config(cfg, train_and_validation_datasets(cfg, DATASET))
     with open_dict(model_cfg):
         model_cfg.reference_model_ckpt_path = cfg.init_from_ptl_ckpt
         for unused in ("whisper", "nemo_asr", "speaker_verification"):
             model_cfg.pop(unused, None)
+    return model_cfg
+
+
+def run_offline_po_dpo(cfg: DictConfig) -> DPORun | None:
+    cfg = validated_config(cfg)
+    if dry_run_done(cfg, "offline_po_dpo"):
+        return None
+    model_cfg = model_config(cfg)
 
     from nemo_ext.models import MagpieTTSOfflinePO
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, open_dict
 
-from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS, require_choice
+from nemo_ext.config import GRPO_LOSS_TYPES, REFERENCE_POLICY_MODES, REWARD_ASR_MODELS, require_choice
 from nemo_ext.recipes.setup import (
     build_model_config,
     dry_run_done,
@@ -28,17 +28,31 @@ class OnlinePORun:
     log_dir: str
 
 
-def run_online_po(cfg: DictConfig, callbacks: list | None = None) -> OnlinePORun | None:
-    """Run GRPO; `callbacks` are extra Lightning callbacks (programmatic use). None after a dry run."""
+def validated_config(cfg: DictConfig) -> DictConfig:
+    """The checks that need no model (see prepare_config), GRPO's own values included."""
     cfg = prepare_config(cfg, REQUIRED_PATHS, manifests=MANIFESTS)
     require_choice(cfg, "model.reward_asr_model", "nemo", REWARD_ASR_MODELS)
     require_choice(cfg, "model.loss_type", "grpo", GRPO_LOSS_TYPES)
-    if dry_run_done(cfg, "online_po"):
-        return None
+    require_choice(cfg, "model.reference_policy_mode", "matched", REFERENCE_POLICY_MODES)
+    return cfg
+
+
+def model_config(cfg: DictConfig) -> DictConfig:
+    """The config the GRPO model is built from (a validated `cfg`): the checkpoint's architecture, this stage's
+    `model` node, the datasets, and the reference checkpoint."""
     model_cfg = build_model_config(cfg, train_and_validation_datasets(cfg, DATASET))
     with open_dict(model_cfg):
         # The frozen reference policy is the same checkpoint the policy starts from (upstream's convention).
         model_cfg.reference_model_ckpt_path = cfg.init_from_ptl_ckpt
+    return model_cfg
+
+
+def run_online_po(cfg: DictConfig, callbacks: list | None = None) -> OnlinePORun | None:
+    """Run GRPO; `callbacks` are extra Lightning callbacks (programmatic use). None after a dry run."""
+    cfg = validated_config(cfg)
+    if dry_run_done(cfg, "online_po"):
+        return None
+    model_cfg = model_config(cfg)
 
     from nemo_ext.models import MagpieTTSOnlinePO
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import socket
 import warnings
@@ -79,7 +80,8 @@ class StageRun:
             flush=True,
         )
         model = model_class(cfg=model_cfg, trainer=self.trainer)
-        model.maybe_init_from_pretrained_checkpoint(cfg=self.cfg)
+        # NeMo pops `init_from_ptl_ckpt` from the config it is given: a copy keeps ours whole.
+        model.maybe_init_from_pretrained_checkpoint(cfg=copy.deepcopy(self.cfg))
         # Building the models takes a while; a stop requested meanwhile ends the run before its first step. With
         # several ranks this must be decided together (a rank may get the signal a moment later and would wait in
         # a collective for one that left): then the first batch start decides, where all ranks take the max.

@@ -1,0 +1,162 @@
+"""NeMo 3.0.0's PO classes next to ours, from one config and one seed, on the tiny fixtures (tests/parity_harness.py).
+
+Where ours matches NeMo, equality is asserted: losses, KL, rewards, the per-item metrics JSON and a checksum of the
+trained weights, step by step. Where ours differs on purpose, the difference is asserted, and so is the switch that
+gives NeMo's numbers back. On a NeMo upgrade these tests say which copied lines drifted."""
+
+from __future__ import annotations
+
+import pytest
+from nemo.collections.tts.models import magpietts_preference_optimization as upstream
+from omegaconf import open_dict
+from parity_harness import redirect_nemo_hub, train
+
+from nemo_ext.models import MagpieTTSOnlinePO
+from nemo_ext.recipes import online_po
+from nemo_ext.whisper_asr import upstream_uses_working_transcription
+
+pytestmark = pytest.mark.e2e
+
+GRPO_LOGGED = ("train_loss", "train_kl_loss", "train_mean_reward", "train_std_reward")
+# NeMo's MagpieTTS configs train with dropout 0.1 and drop the context for 10% of the batches.
+NEMO_TRAINING_NOISE = {
+    "cfg_unconditional_prob": 0.1,
+    "encoder.p_dropout": 0.1,
+    "decoder.p_dropout": 0.1,
+    "context_encoder.p_dropout": 0.1,
+}
+
+
+def grpo_config(tiny_config, *overrides, noise: bool = False):
+    cfg = online_po.validated_config(tiny_config("online_po_tiny", "trainer.max_steps=2", *overrides))
+    model_cfg = online_po.model_config(cfg)
+    if noise:
+        with open_dict(model_cfg):
+            for key, value in NEMO_TRAINING_NOISE.items():
+                model_cfg.merge_with_dotlist([f"{key}={value}"])
+    return cfg, model_cfg
+
+
+def assert_same_steps(ours, nemo, logged=GRPO_LOGGED):
+    assert len(ours.steps) == len(nemo.steps) == 2
+    for step, (a, b) in enumerate(zip(ours.steps, nemo.steps), start=1):
+        for key in logged:
+            assert a.logged[key] == b.logged[key], f"step {step}: {key}"
+        assert a.item_metrics == b.item_metrics, f"step {step}: per-item metrics JSON"
+        assert a.item_metrics, "no per-item metrics were written"
+    assert ours.state_keys == nemo.state_keys
+    assert ours.weights_sha256 == nemo.weights_sha256
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("model.reward_asr_model=nemo", "model.reference_policy_mode=train"),
+        ("model.reward_asr_model=nemo", "model.reference_free=true", "model.loss_type=dr_grpo"),
+    ],
+    ids=["nemo-reward", "nemo-reward-reference-free-dr_grpo"],
+)
+def test_grpo_matches_nemo(tiny_config, tiny, tmp_path, monkeypatch, overrides):
+    redirect_nemo_hub(monkeypatch, tiny)
+    cfg, model_cfg = grpo_config(tiny_config, *overrides)
+    ours = train(MagpieTTSOnlinePO, cfg, model_cfg, str(tmp_path), "ours")
+    nemo = train(upstream.MagpieTTSModelOnlinePO, cfg, model_cfg, str(tmp_path), "nemo")
+    assert_same_steps(ours, nemo)
+
+
+WHISPER_CASES = [
+    ("model.reward_asr_model=whisper", "model.reference_policy_mode=train"),
+    ("model.reward_asr_model=whisper", "model.reference_free=true", "model.loss_type=dr_grpo"),
+]
+
+
+@pytest.mark.parametrize("overrides", WHISPER_CASES, ids=["whisper-reward", "whisper-reward-reference-free-dr_grpo"])
+def test_grpo_with_whisper_reward_matches_nemo_given_a_transcription_that_works(
+    tiny_config, tiny, tmp_path, monkeypatch, overrides
+):
+    """NeMo's Whisper helper fails under transformers 5 (no switch restores a crash). With our helper swapped into
+    NeMo's module, NeMo's class gives our numbers: the rest of the Whisper reward path is NeMo's, unchanged."""
+    redirect_nemo_hub(monkeypatch, tiny)
+    cfg, model_cfg = grpo_config(tiny_config, *overrides)
+    with pytest.raises(ValueError, match="Whisper expects the mel input features to be of length 3000"):
+        train(upstream.MagpieTTSModelOnlinePO, cfg, model_cfg, str(tmp_path), "nemo_as_shipped", steps=1)
+    ours = train(MagpieTTSOnlinePO, cfg, model_cfg, str(tmp_path), "ours")
+    with upstream_uses_working_transcription(batch_size=None):
+        nemo = train(upstream.MagpieTTSModelOnlinePO, cfg, model_cfg, str(tmp_path), "nemo")
+    assert_same_steps(ours, nemo)
+    # Same numbers, but NeMo's optimizer also holds the frozen reward models' parameters (Whisper's all of them:
+    # NeMo never freezes it). Ours holds the policy's trainable parameters only.
+    extra = set(nemo.optimizer_parameters) - set(ours.optimizer_parameters)
+    assert set(ours.optimizer_parameters) < set(nemo.optimizer_parameters)
+    assert {name.split(".")[0] for name in extra} <= {
+        "whisper_model",
+        "eval_speaker_verification_model",
+        "_reference_model",
+    }
+    assert {n for n in extra if n.startswith("whisper_model.")} == {
+        f"whisper_model.{n}" for n, _ in ours.model.whisper_model.named_parameters()
+    }
+
+
+def test_reference_policy_mode_under_nemo_training_noise(tiny_config, tiny, tmp_path, monkeypatch, record_property):
+    """Dropout 0.1 and cfg_unconditional_prob 0.1, NeMo's MagpieTTS training values. NeMo runs the reference in
+    train mode with random draws of its own: at step 1, where policy and reference weights are equal, its KL is
+    dropout noise. Ours (`matched`) replays the policy's draws: KL exactly 0 at step 1. `train` is NeMo's,
+    bit for bit; `eval` runs the reference without dropout."""
+    redirect_nemo_hub(monkeypatch, tiny)
+    runs = {}
+    for mode in ("matched", "train", "eval"):
+        cfg, model_cfg = grpo_config(
+            tiny_config, "model.reward_asr_model=nemo", f"model.reference_policy_mode={mode}", noise=True
+        )
+        runs[mode] = train(MagpieTTSOnlinePO, cfg, model_cfg, str(tmp_path), mode)
+    nemo = train(upstream.MagpieTTSModelOnlinePO, cfg, model_cfg, str(tmp_path), "nemo")
+
+    assert_same_steps(runs["train"], nemo)  # the switch that restores NeMo's behaviour
+    assert runs["matched"].steps[0].logged["train_kl_loss"] == 0.0
+    assert nemo.steps[0].logged["train_kl_loss"] > 0.0
+    assert runs["eval"].steps[0].logged["train_kl_loss"] > 0.0
+    assert runs["eval"].steps[0].logged["train_kl_loss"] != nemo.steps[0].logged["train_kl_loss"]
+    assert len({runs["matched"].weights_sha256, runs["eval"].weights_sha256, nemo.weights_sha256}) == 3
+    for mode, run in {**runs, "nemo": nemo}.items():
+        record_property(f"step1_kl_{mode}", run.steps[0].logged["train_kl_loss"])
+        print(f"[parity] reference_policy_mode={mode}: step-1 KL {run.steps[0].logged['train_kl_loss']:.6g}")
+
+
+def test_policy_and_reference_drop_the_context_for_the_same_batches(tiny_config, tiny, tmp_path, monkeypatch):
+    """With cfg_unconditional_prob 0.5 over 4 steps, NeMo's reference drops the context in other steps than the
+    policy (its KL then compares a conditional with an unconditional distribution); `matched` never does."""
+    from nemo.collections.tts.models import MagpieTTSModel
+
+    redirect_nemo_hub(monkeypatch, tiny)
+    forwards = []
+    original_forward, original_dummy = MagpieTTSModel.process_batch, MagpieTTSModel.prepare_dummy_cond_for_cfg
+
+    def forward(self, batch):
+        forwards.append({"policy": hasattr(self, "_reference_model"), "dropped": False})
+        return original_forward(self, batch)
+
+    def dummy_cond(self, *args, **kwargs):
+        forwards[-1]["dropped"] = True
+        return original_dummy(self, *args, **kwargs)
+
+    monkeypatch.setattr(MagpieTTSModel, "process_batch", forward)
+    monkeypatch.setattr(MagpieTTSModel, "prepare_dummy_cond_for_cfg", dummy_cond)
+
+    def drops(model_class, mode):
+        forwards.clear()
+        cfg, model_cfg = grpo_config(
+            tiny_config, "model.reward_asr_model=nemo", f"model.reference_policy_mode={mode}", "trainer.max_steps=4"
+        )
+        with open_dict(model_cfg):
+            model_cfg.cfg_unconditional_prob = 0.5
+        train(model_class, cfg, model_cfg, str(tmp_path), f"{model_class.__name__}_{mode}", steps=4)
+        policy = [f["dropped"] for f in forwards if f["policy"]]
+        reference = [f["dropped"] for f in forwards if not f["policy"]]
+        assert len(policy) == len(reference) == 4
+        return policy, reference
+
+    policy, reference = drops(MagpieTTSOnlinePO, "matched")
+    assert policy == reference and any(policy) and not all(policy)
+    policy, reference = drops(upstream.MagpieTTSModelOnlinePO, "train")
+    assert policy != reference
