@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from nemo_ext.compat import backport_tar_extraction_filter
 
-FIXTURES_VERSION = 1
+FIXTURES_VERSION = 2
 SAMPLE_RATE = 22050
 SAMPLES_PER_FRAME = 1024
 FSQ_LEVELS = [4, 4]
@@ -375,7 +375,8 @@ def tiny_magpie_architecture(codec_path: str) -> dict:
             apply_norm_to_cond=True,
             make_prior_window_strict=True,
         ),
-        "optim": {"_target_": "torch.optim.AdamW", "lr": 1e-4},
+        # As in NeMo's MagpieTTS configs: a checkpoint carries its training scheduler, which a PO stage replaces.
+        "optim": {"_target_": "torch.optim.AdamW", "lr": 1e-4, "sched": {"name": "ExponentialLR", "gamma": 0.998}},
     }
 
 

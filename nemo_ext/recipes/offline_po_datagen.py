@@ -93,8 +93,17 @@ def _wait_for(path: str, seconds: float = 300.0) -> None:
         time.sleep(0.2)
 
 
+def validated_config(cfg: DictConfig) -> DictConfig:
+    return resolve_load_whisper(prepare_config(cfg, REQUIRED_PATHS, manifests=("data.test_manifest",)))
+
+
+def model_config(cfg: DictConfig, manifest: str) -> DictConfig:
+    """The config the DataGen model is built from (a validated `cfg`), generating for the lines of `manifest`."""
+    return build_model_config(cfg, {"test_ds": dataset_config(cfg, manifest, DATASET, shuffle=False)}, training=False)
+
+
 def run_offline_po_datagen(cfg: DictConfig) -> DataGenRun | None:
-    cfg = resolve_load_whisper(prepare_config(cfg, REQUIRED_PATHS, manifests=("data.test_manifest",)))
+    cfg = validated_config(cfg)
     if dry_run_done(cfg, "offline_po_datagen"):
         return None
     from nemo_ext.models import MagpieTTSOfflinePODataGen
@@ -108,9 +117,7 @@ def run_offline_po_datagen(cfg: DictConfig) -> DataGenRun | None:
             print(f"[magpie] {done} items already complete in {run.folder.path}; generating the rest", flush=True)
             if not _has_lines(todo):
                 return DataGenRun(model=None, trainer=None, audio_dir=audio_dir)
-        model_cfg = build_model_config(
-            cfg, {"test_ds": dataset_config(cfg, todo, DATASET, shuffle=False)}, training=False
-        )
+        model_cfg = model_config(cfg, todo)
         model, trainer = run.test(MagpieTTSOfflinePODataGen, model_cfg, telemetry_callbacks(cfg))
     if run.folder.owner:
         print(f"[magpie] next: python recipes/offline_po_pairs.py datagen_run={run.folder.path}", flush=True)

@@ -162,6 +162,13 @@ def build_model_config(cfg: DictConfig, datasets: dict, training: bool = True) -
     if training:
         check_precision_runs_on_accelerator(cfg, model_cfg)
     with open_dict(model_cfg):
+        if cfg.model.get("optim") is not None:
+            # The stage's optimizer replaces the checkpoint's whole: a merge would keep the checkpoint's training
+            # scheduler (NeMo's MagpieTTS configs: ExponentialLR, gamma 0.998) under PO's optimizer. PO's default
+            # is no scheduler (`model.optim.sched: null`); NeMo's setup_optimization needs the key absent then.
+            model_cfg.optim = OmegaConf.create(OmegaConf.to_container(cfg.model.optim, resolve=True))
+            if model_cfg.optim.get("sched") is None:
+                model_cfg.optim.pop("sched", None)
         model_cfg.codecmodel_path = cfg.codecmodel_path
         for key, value in datasets.items():
             model_cfg[key] = value
