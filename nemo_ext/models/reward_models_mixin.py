@@ -55,6 +55,41 @@ class RewardModelsMixin:
     def frozen_submodules(self) -> dict[str, torch.nn.Module]:
         return {name: getattr(self, name) for name in FROZEN_SUBMODULES if getattr(self, name, None) is not None}
 
+    def setup(self, stage: str | None = None):
+        # Runs before Lightning wraps the model in DDP (Trainer._run: setup hook, then strategy.setup).
+        super().setup(stage)
+        self._ddp_params_and_buffers_to_ignore = self.names_outside_ddp()
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self._keep_new_buffers_outside_ddp()
+        return super().on_train_batch_start(batch, batch_idx)
+
+    def on_validation_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        self._keep_new_buffers_outside_ddp()
+        return super().on_validation_batch_start(batch, batch_idx, dataloader_idx)
+
+    def _keep_new_buffers_outside_ddp(self) -> None:
+        # NeMo ASR registers `encoder.seq_range` at its first transcribe(), after DDP was set up. DDP re-reads the
+        # module's buffers before every forward and skips the names in `parameters_to_ignore`: add the new ones.
+        wrapper = getattr(self._trainer.strategy, "model", None) if self._trainer is not None else None
+        ignored = getattr(wrapper, "parameters_to_ignore", None)
+        if isinstance(ignored, set):
+            ignored.update(self.names_outside_ddp())
+
+    def names_outside_ddp(self) -> list[str]:
+        """Every parameter and buffer of the frozen models (reward models, reference, codec). DDP neither
+        broadcasts nor all-reduces them: each rank loads the same files, and a buffer NeMo ASR's transcribe() leaves
+        as an inference tensor (`encoder.seq_range`) made DDP's per-step buffer sync raise "Inference tensors do
+        not track version counter" at step 2."""
+        modules = dict(self.frozen_submodules())
+        if getattr(self, "_codec_model", None) is not None:
+            modules["_codec_model"] = self._codec_model
+        names = []
+        for prefix, module in modules.items():
+            names += [f"{prefix}.{name}" for name, _ in module.named_parameters()]
+            names += [f"{prefix}.{name}" for name, _ in module.named_buffers()]
+        return names
+
     def train(self, mode: bool = True):
         super().train(mode)
         for module in self.frozen_submodules().values():

@@ -20,6 +20,7 @@ from nemo_ext.config import (
 )
 from nemo_ext.errors import ConfigError
 from nemo_ext.manifests import check_manifest
+from nemo_ext.recipes.devices import world_size
 from nemo_ext.recipes.run_folder import RunFolder
 from nemo_ext.reward_models import DEFAULT_NEMO_ASR, DEFAULT_SPEAKER_VERIFICATION
 
@@ -58,6 +59,8 @@ def prepare_config(
                 "unset: the recipe names run folders; continue one with resume=",
             )
     check_data_settings(cfg)
+    if cfg.get("trainer") is not None:
+        world_size(OmegaConf.to_container(cfg.trainer, resolve=True))  # a `trainer.devices` Lightning refuses
     check_precision_runs_on_accelerator(cfg)  # again in build_model_config, with the architecture known
     require_existing_paths(cfg, required_paths)
     checked = set()
@@ -178,8 +181,7 @@ def build_model_config(cfg: DictConfig, datasets: dict, training: bool = True) -
 def trainer_arguments(cfg: DictConfig) -> dict:
     """Lightning Trainer arguments from `trainer`, with the step budget and strategy resolved."""
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    world_size = int(trainer_kwargs.get("num_nodes", 1)) * _device_count(trainer_kwargs.get("devices", 1))
-    if trainer_kwargs.get("strategy", "auto") == "auto" and world_size > 1:
+    if trainer_kwargs.get("strategy", "auto") == "auto" and world_size(trainer_kwargs) > 1:
         # MagpieTTS leaves some parameters (local_transformer*) without gradients in a PO step:
         # plain DDP fails at step 2 (FINDINGS.md).
         trainer_kwargs["strategy"] = "ddp_find_unused_parameters_true"
@@ -219,16 +221,6 @@ def build_trainer(cfg: DictConfig, folder: RunFolder, callbacks: list | None = N
     exp_manager(trainer, exp_manager_cfg)
     drop_failing_wandb(trainer)
     return trainer
-
-
-def _device_count(devices) -> int:
-    if isinstance(devices, int):
-        return max(devices, 1)
-    if isinstance(devices, list | tuple):
-        return len(devices)
-    if isinstance(devices, str) and devices.isdigit():
-        return int(devices)
-    return 1  # "auto" and friends: Lightning decides
 
 
 def drop_failing_wandb(trainer) -> None:
