@@ -387,6 +387,9 @@ def _save_reference_checkpoint(fixtures: TinyFixtures) -> None:
     architecture = tiny_magpie_architecture(fixtures.codec)
     torch.manual_seed(0)
     model = MagpieTTSModel(cfg=OmegaConf.create(architecture))
+    # As Lightning writes it for a NeMo model: the config as an OmegaConf DictConfig (torch's safe loader refuses
+    # that class unless allowed, see nemo_ext/checkpoints.py).
     torch.save(
-        {"state_dict": model.state_dict(), "hyper_parameters": {"cfg": architecture}}, fixtures.reference_checkpoint
+        {"state_dict": model.state_dict(), "hyper_parameters": {"cfg": OmegaConf.create(architecture)}},
+        fixtures.reference_checkpoint,
     )

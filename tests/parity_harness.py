@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from nemo_ext.checkpoints import configs_in_checkpoints_allowed
+
 HUB_WHISPER = "openai/whisper-large-v3"
 
 
@@ -101,7 +103,18 @@ def _trainer(root: str, label: str, steps: int, callbacks: list, test: bool = Fa
     )
 
 
-def train(model_class, cfg, model_cfg, root: str, label: str, steps: int = 2, seed: int = 1234) -> ParityRun:
+def build(model_class, cfg, model_cfg, trainer):
+    """The model, initialized from `cfg.init_from_ptl_ckpt` as the recipes do it: with OmegaConf configs allowed
+    in torch's safe loader (NeMo 3.0.0 cannot load a Lightning checkpoint under torch >= 2.6 otherwise)."""
+    with configs_in_checkpoints_allowed():
+        model = model_class(cfg=copy.deepcopy(model_cfg), trainer=trainer)
+        model.maybe_init_from_pretrained_checkpoint(cfg=copy.deepcopy(cfg))  # NeMo pops the key from its argument
+    return model
+
+
+def train(
+    model_class, cfg, model_cfg, root: str, label: str, steps: int = 2, seed: int = 1234, ckpt_path: str | None = None
+) -> ParityRun:
     """Build `model_class` from `model_cfg`, initialize it from `cfg.init_from_ptl_ckpt`, seed, and train `steps`
     steps, recording each step's logged values, learning rate and per-item metrics."""
     import lightning.pytorch as pl
@@ -109,12 +122,11 @@ def train(model_class, cfg, model_cfg, root: str, label: str, steps: int = 2, se
     run = ParityRun()
     recorder = _step_recorder(run, lambda trainer: os.path.join(trainer.logger.log_dir, "audios"))
     trainer = _trainer(root, label, steps, [recorder])
-    model = model_class(cfg=copy.deepcopy(model_cfg), trainer=trainer)
-    model.maybe_init_from_pretrained_checkpoint(cfg=copy.deepcopy(cfg))  # NeMo pops the key
+    model = build(model_class, cfg, model_cfg, trainer)
     # Building the models draws different amounts of random numbers (the classes load reward models in another
     # order); the comparison starts here.
     pl.seed_everything(seed, verbose=False)
-    trainer.fit(model)
+    trainer.fit(model, ckpt_path=ckpt_path)
     state = model.state_dict()
     run.weights_sha256 = weights_sha256(state)
     run.state_keys = tuple(sorted(state))
@@ -140,8 +152,7 @@ def generate(model_class, cfg, model_cfg, root: str, label: str, seed: int, rese
     callbacks = [ReseedPerBatch()] if reseed_batches_of else []
     batch_size = reseed_batches_of
     trainer = _trainer(root, label, 0, callbacks, test=True)
-    model = model_class(cfg=copy.deepcopy(model_cfg), trainer=trainer)
-    model.maybe_init_from_pretrained_checkpoint(cfg=copy.deepcopy(cfg))  # NeMo pops the key
+    model = build(model_class, cfg, model_cfg, trainer)
     model.setup_test_data(model_cfg.test_ds)
     pl.seed_everything(seed, verbose=False)
     trainer.test(model)

@@ -37,7 +37,8 @@ def test_one_grpo_step(tiny_config, tmp_path, tiny, override, dtype, bytes_per_p
     for name, module in model.frozen_submodules().items():
         assert not any(p.requires_grad for p in module.parameters()), name
         assert not optimized & {id(p) for p in module.parameters()}, name
-        assert not module.training, name
+        # Reward models always run in eval mode; the reference follows the policy (reference_policy_mode: matched).
+        assert module.training == (name == "_reference_model" and model.training), name
     _, fresh = load_whisper(WhisperSettings.from_config({"pretrained": tiny.whisper, "dtype": override.split("=")[1]}))
     for (name, before), after in zip(fresh.state_dict().items(), whisper.state_dict().values()):
         assert torch.equal(before, after), name

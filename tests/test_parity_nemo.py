@@ -228,3 +228,53 @@ def test_dpo_matches_nemo(tiny_config, tiny, tmp_path, loss_type):
     nemo = train(upstream.MagpieTTSModelOfflinePO, cfg, model_cfg, str(tmp_path), "nemo")
     logged = ("train_loss", "train_pref_loss", "train_sft_loss")
     assert_same_steps(ours, nemo, logged=[key for key in logged if key in ours.steps[0].logged], metrics=False)
+
+
+def test_a_nemo_grpo_checkpoint_starts_a_run_here_but_does_not_continue_one(tiny_config, tiny, tmp_path, monkeypatch):
+    """NeMo's optimizer state covers its unfrozen reward and reference models as well, so it cannot continue
+    here. `resume=` refuses it before any model is built, a restore says the same in one line (instead of
+    Lightning's "parameter group that doesn't match"), and `init_from_ptl_ckpt` starts a run from its weights."""
+    from nemo_ext.errors import ConfigError
+    from nemo_ext.recipes.online_po import run_online_po
+
+    redirect_nemo_hub(monkeypatch, tiny)
+    cfg, model_cfg = grpo_config(tiny_config, "model.reward_asr_model=nemo")
+    nemo = train(upstream.MagpieTTSModelOnlinePO, cfg, model_cfg, str(tmp_path), "nemo", steps=1)
+    checkpoint = str(tmp_path / "nemo_grpo.ckpt")
+    nemo.model.trainer.save_checkpoint(checkpoint)
+
+    with pytest.raises(ConfigError, match=f"init_from_ptl_ckpt={checkpoint}"):
+        run_online_po(tiny_config("online_po_tiny", "model.reward_asr_model=nemo", f"resume={checkpoint}"))
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was made
+
+    with pytest.raises(ConfigError, match=r"^checkpoint=.*init_from_ptl_ckpt") as refused:
+        train(MagpieTTSOnlinePO, cfg, model_cfg, str(tmp_path), "ours", steps=2, ckpt_path=checkpoint)
+    assert "\n" not in str(refused.value)
+
+    run = run_online_po(
+        tiny_config("online_po_tiny", "model.reward_asr_model=nemo", f"init_from_ptl_ckpt={checkpoint}")
+    )
+    assert run.trainer.global_step == 2
+
+
+def test_nemo_cannot_initialize_from_a_lightning_checkpoint_under_torch_2_6_and_ours_can(tiny_config, tiny):
+    """The tiny checkpoint is written as Lightning writes one for a NeMo model (its config a DictConfig). NeMo's
+    `maybe_init_from_pretrained_checkpoint` and its DPO reference load use torch.load's safe default, which refuses
+    it; the recipes load it with OmegaConf's classes allowed (nemo_ext/checkpoints.py), the safe loader still on."""
+    import pickle
+
+    import torch
+
+    from nemo_ext.checkpoints import configs_in_checkpoints_allowed
+
+    with pytest.raises(pickle.UnpicklingError, match="omegaconf"):
+        torch.load(tiny.reference_checkpoint, map_location="cpu")
+    with configs_in_checkpoints_allowed():
+        loaded = torch.load(tiny.reference_checkpoint, map_location="cpu")
+    assert type(loaded["hyper_parameters"]["cfg"]).__name__ == "DictConfig"
+    with pytest.raises(pickle.UnpicklingError):  # the allowance ends with the context
+        torch.load(tiny.reference_checkpoint, map_location="cpu")
+    with configs_in_checkpoints_allowed():
+        with configs_in_checkpoints_allowed():
+            pass
+        torch.load(tiny.reference_checkpoint, map_location="cpu")  # an inner context does not end the outer one

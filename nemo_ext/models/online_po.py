@@ -9,6 +9,7 @@ from nemo.collections.tts.models import MagpieTTSModel
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 from omegaconf import DictConfig, open_dict
 
+from nemo_ext.checkpoints import configs_in_checkpoints_allowed
 from nemo_ext.config import GRPO_LOSS_TYPES, REFERENCE_POLICY_MODES, REWARD_ASR_MODELS, require_choice
 from nemo_ext.errors import ConfigError
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin
@@ -85,7 +86,8 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
             ref_cfg.train_ds = None
             ref_cfg.validation_ds = None
         reference = ReferencePolicy(cfg=ref_cfg)
-        checkpoint = torch.load(cfg.reference_model_ckpt_path, map_location="cpu", weights_only=False)
+        with configs_in_checkpoints_allowed():
+            checkpoint = torch.load(cfg.reference_model_ckpt_path, map_location="cpu")
         reference.load_state_dict(checkpoint["state_dict"])
         reference.freeze()
         reference._no_state_dict = True

@@ -7,6 +7,7 @@ import torch
 from omegaconf import DictConfig
 
 from nemo_ext.config import NemoModelSettings, WhisperSettings
+from nemo_ext.errors import ConfigError
 from nemo_ext.memory import PhasePeakTracker
 from nemo_ext.reward_models import (
     DEFAULT_NEMO_ASR,
@@ -99,6 +100,25 @@ class RewardModelsMixin:
     def _get_state_dict_keys_to_exclude(self):
         # MagpieTTSModel uses this list for both checkpoints and optimizer param groups.
         return list(super()._get_state_dict_keys_to_exclude()) + list(FROZEN_SUBMODULES)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # A checkpoint from NeMo's own PO recipe holds optimizer state for the reward models too (NeMo never
+        # freezes Whisper): Lightning would fail later with "loaded state dict contains a parameter group that
+        # doesn't match the size of optimizer's group". Say what to do instead, before anything is restored.
+        states = checkpoint.get("optimizer_states") or []
+        if states:
+            saved = sum(len(group["params"]) for group in states[0].get("param_groups", []))
+            self.setup_optimizer_param_groups()
+            ours = sum(len(group["params"]) for group in self._optimizer_param_groups)
+            if saved != ours:
+                raise ConfigError(
+                    "checkpoint",
+                    f"optimizer state for {saved} parameters",
+                    f"a checkpoint of this project (optimizer state for {ours} parameters). A checkpoint from "
+                    "NeMo's own PO recipe cannot continue here; start a new run from its weights with "
+                    "init_from_ptl_ckpt=<that file>",
+                )
+        super().on_load_checkpoint(checkpoint)
 
     def setup_optimizer_param_groups(self):
         super().setup_optimizer_param_groups()

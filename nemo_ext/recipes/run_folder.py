@@ -174,6 +174,15 @@ def _requested_folder(experiment: str, requested: str) -> str:
             raise ConfigError("resume", requested, f"a run folder; {experiment} holds no run to continue")
         return max(runs, key=lambda p: os.path.getmtime(os.path.join(p, STATE_FILE)))
     path = os.path.abspath(requested if os.path.isabs(requested) else os.path.join(experiment, requested))
+    if os.path.isfile(requested) and requested.endswith((".ckpt", ".nemo")):
+        # A checkpoint file, e.g. one written by NeMo's own recipe: its optimizer state cannot continue here
+        # (NeMo's optimizer also holds the reward models' parameters), but its weights can start a run.
+        raise ConfigError(
+            "resume",
+            requested,
+            "null, last, or a run folder of this project; to start from this checkpoint's weights (optimizer and "
+            f"step count fresh), run with init_from_ptl_ckpt={requested} and no resume",
+        )
     if not os.path.isfile(os.path.join(path, STATE_FILE)):
         raise ConfigError(
             "resume", requested, f"null, last, or a run folder of this project (no {STATE_FILE} in {path})"

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from nemo_ext.checkpoints import configs_in_checkpoints_allowed
 from nemo_ext.config import (
     NemoModelSettings,
     WhisperSettings,
@@ -117,7 +118,8 @@ def load_architecture(cfg: DictConfig) -> DictConfig:
         loaded = OmegaConf.load(cfg.model_architecture)
         architecture = loaded.model if "model" in loaded else loaded
     else:
-        checkpoint = torch.load(cfg.init_from_ptl_ckpt, map_location="cpu", mmap=True, weights_only=False)
+        with configs_in_checkpoints_allowed():
+            checkpoint = torch.load(cfg.init_from_ptl_ckpt, map_location="cpu", mmap=True)
         hyper = checkpoint.get("hyper_parameters") or {}
         if "cfg" not in hyper:
             raise ConfigError(

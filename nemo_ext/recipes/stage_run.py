@@ -10,6 +10,7 @@ import warnings
 
 from omegaconf import DictConfig
 
+from nemo_ext.checkpoints import configs_in_checkpoints_allowed
 from nemo_ext.compat import backport_tar_extraction_filter
 from nemo_ext.recipes.run_folder import FAILED, FINISHED, INTERRUPTED, RunFolder, open_run_folder
 from nemo_ext.recipes.setup import build_trainer, finish_loggers
@@ -79,9 +80,10 @@ class StageRun:
             f"[magpie] rank {self.trainer.global_rank} of {self.trainer.world_size} on {socket.gethostname()}",
             flush=True,
         )
-        model = model_class(cfg=model_cfg, trainer=self.trainer)
-        # NeMo pops `init_from_ptl_ckpt` from the config it is given: a copy keeps ours whole.
-        model.maybe_init_from_pretrained_checkpoint(cfg=copy.deepcopy(self.cfg))
+        with configs_in_checkpoints_allowed():  # NeMo torch.loads Lightning checkpoints (configs inside)
+            model = model_class(cfg=model_cfg, trainer=self.trainer)
+            # NeMo pops `init_from_ptl_ckpt` from the config it is given: a copy keeps ours whole.
+            model.maybe_init_from_pretrained_checkpoint(cfg=copy.deepcopy(self.cfg))
         # Building the models takes a while; a stop requested meanwhile ends the run before its first step. With
         # several ranks this must be decided together (a rank may get the signal a moment later and would wait in
         # a collective for one that left): then the first batch start decides, where all ranks take the max.
