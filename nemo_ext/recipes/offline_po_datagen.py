@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, open_dict
 
 from nemo_ext.errors import ConfigError
+from nemo_ext.model_keys import check_model_keys
 from nemo_ext.pairs import ITEM_ID_KEY
 from nemo_ext.recipes.offline_po_pairs import ITEMS_MANIFEST
 from nemo_ext.recipes.setup import build_model_config, dataset_config, dry_run_done, prepare_config
@@ -94,7 +95,9 @@ def _wait_for(path: str, seconds: float = 300.0) -> None:
 
 
 def validated_config(cfg: DictConfig) -> DictConfig:
-    return resolve_load_whisper(prepare_config(cfg, REQUIRED_PATHS, manifests=("data.test_manifest",)))
+    cfg = resolve_load_whisper(prepare_config(cfg, REQUIRED_PATHS, manifests=("data.test_manifest",)))
+    check_model_keys(cfg.model, "offline_po_datagen")
+    return cfg
 
 
 def model_config(cfg: DictConfig, manifest: str) -> DictConfig:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, open_dict
 
 from nemo_ext.config import DPO_LOSS_TYPES, require_choice
+from nemo_ext.model_keys import check_model_keys
 from nemo_ext.recipes.setup import (
     build_model_config,
     dry_run_done,
@@ -34,6 +35,7 @@ def validated_config(cfg: DictConfig) -> DictConfig:
     # DPO reads audio through NeMo's dataset, which joins relative paths with data.audio_dir.
     cfg = prepare_config(cfg, REQUIRED_PATHS, manifests=MANIFESTS, preference_pairs=True, absolute_audio_paths=False)
     require_choice(cfg, "model.dpo_loss_type", "dpo", DPO_LOSS_TYPES)
+    check_model_keys(cfg.model, "offline_po_dpo")
     return cfg
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, open_dict
 
 from nemo_ext.config import GRPO_LOSS_TYPES, REFERENCE_POLICY_MODES, REWARD_ASR_MODELS, require_choice
+from nemo_ext.model_keys import check_model_keys
 from nemo_ext.recipes.setup import (
     build_model_config,
     dry_run_done,
@@ -34,6 +35,7 @@ def validated_config(cfg: DictConfig) -> DictConfig:
     require_choice(cfg, "model.reward_asr_model", "nemo", REWARD_ASR_MODELS)
     require_choice(cfg, "model.loss_type", "grpo", GRPO_LOSS_TYPES)
     require_choice(cfg, "model.reference_policy_mode", "matched", REFERENCE_POLICY_MODES)
+    check_model_keys(cfg.model, "online_po")
     return cfg
 
 

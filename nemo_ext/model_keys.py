@@ -1,0 +1,195 @@
+"""The top-level `model.*` keys NeMo 3.0.0's classes read (pinned from their source by nemo_ext/nemo_source_keys.py;
+tests/test_model_keys.py rescans the installed NeMo against these sets), plus this project's own keys. A key outside
+them is a typo that would be accepted silently: NVIDIA's published GRPO command sets `num_generations_per_item`,
+which nothing reads (NeMo reads `n_generations_per_item`)."""
+
+from __future__ import annotations
+
+import difflib
+
+from omegaconf import DictConfig
+
+from nemo_ext.errors import ConfigError
+
+PO_MODULE = "nemo.collections.tts.models.magpietts_preference_optimization"
+BASE_MODULES = ("nemo.collections.tts.models.magpietts", "nemo.core.classes.modelPT")
+
+# MagpieTTSModel and ModelPT (whole modules: the architecture's keys).
+
+MAGPIETTS_KEYS = frozenset(
+    {
+        "aligner_encoder_train_steps",
+        "alignment_encoder_loss_scale",
+        "alignment_loss_scale",
+        "binarize_attn_method",
+        "binarize_prior_after_step",
+        "binarize_repeat_audio_factor",
+        "binarized_prior_epsilon",
+        "cfg_unconditional_prob",
+        "chakra_profile",
+        "codebook_loss_scale",
+        "codecmodel_path",
+        "context_decoder_layers",
+        "context_duration_max",
+        "context_duration_min",
+        "context_encoder",
+        "ctc_prior_layer_ids",
+        "dataloader_params",
+        "datasets",
+        "dec_random_input_max",
+        "decoder",
+        "decoder_input_dropout_prob",
+        "dump_debug_info",
+        "dump_debug_info_to_file",
+        "embedding_dim",
+        "encoder",
+        "exclude",
+        "forced_audio_bos_id",
+        "forced_audio_eos_id",
+        "forced_context_audio_bos_id",
+        "forced_context_audio_eos_id",
+        "forced_mask_token_id",
+        "forced_num_all_tokens_per_codebook",
+        "frame_stacking_factor",
+        "freeze_updates",
+        "g2p",
+        "heteronyms",
+        "include",
+        "indefinite_prior_prob",
+        "inference_cfg_scale",
+        "inference_parameters",
+        "inference_temperature",
+        "inference_topk",
+        "inference_use_cfg",
+        "init_from_nemo_model",
+        "init_from_pretrained_model",
+        "init_from_ptl_ckpt",
+        "init_strict",
+        "is_frozen",
+        "legacy_text_conditioning",
+        "load_cached_codes_if_available",
+        "local_transformer_hidden_dim",
+        "local_transformer_loss_scale",
+        "local_transformer_n_heads",
+        "local_transformer_n_layers",
+        "local_transformer_type",
+        "max_decoder_steps",
+        "memory_profile",
+        "model",
+        "model_type",
+        "modules",
+        "name",
+        "nemo_version",
+        "nsys_profile",
+        "optim",
+        "optim_param_groups",
+        "path",
+        "phoneme_dict",
+        "prior_end_step",
+        "prior_future_context",
+        "prior_future_decay",
+        "prior_past_context",
+        "prior_past_decay",
+        "prior_scaledown_start_step",
+        "prior_scaling_factor",
+        "router_load_balancing_loss_coeff",
+        "router_z_loss_coeff",
+        "setter",
+        "target",
+        "test_ds",
+        "text_conditioning_tokenizer_name",
+        "text_context_remapping_json",
+        "text_context_remapping_prob",
+        "text_tokenizer",
+        "text_tokenizers",
+        "train_ds",
+        "train_shuffle_context_embedding_prob",
+        "transcript_decoder_layers",
+        "use_alignment_encoder",
+        "use_bpe_char_tokenizer",
+        "use_kv_cache_for_inference",
+        "use_lhotse",
+        "use_moe",
+        "use_prior_for_aligner",
+        "use_scl_loss",
+        "use_text_conditioning_encoder",
+        "validation_ds",
+        "vector_quantizer",
+        "volume_norm",
+    }
+)
+
+# MagpieTTSModelOfflinePODataGen, beyond MagpieTTSModel's.
+
+DATAGEN_KEYS = frozenset(
+    {
+        "load_whisper_model",
+        "normalize_whisper_transcript",
+        "pref_set_language",
+    }
+)
+
+# MagpieTTSModelOfflinePO, beyond MagpieTTSModel's.
+
+DPO_KEYS = frozenset(
+    {
+        "dpo_beta",
+        "dpo_loss_type",
+        "dpo_pref_loss_weight",
+        "dpo_sft_loss_weight",
+        "reference_model_ckpt_path",
+    }
+)
+
+# MagpieTTSModelOnlinePO, beyond MagpieTTSModel's.
+
+GRPO_KEYS = frozenset(
+    {
+        "best_cer_threshold",
+        "best_ssim_achievable",
+        "cer_reward_weight",
+        "grpo_beta",
+        "inference_cfg_prob",
+        "load_whisper_model",
+        "loss_type",
+        "mean_cer_dataset",
+        "mean_ssim_dataset",
+        "n_generations_per_item",
+        "normalize_whisper_transcript",
+        "pesq_reward_weight",
+        "reference_free",
+        "reference_model_ckpt_path",
+        "reward_asr_model",
+        "scale_rewards",
+        "ssim_reward_weight",
+        "use_kv_cache_during_online_po",
+        "use_local_transformer_prob",
+        "use_pesq",
+        "worst_cer_threshold",
+    }
+)
+
+
+# Keys this project adds, per stage (README: the `model.whisper` block, the reward model paths, and the switches).
+OUR_KEYS = frozenset({"whisper", "nemo_asr", "speaker_verification"})
+STAGES = {
+    "online_po": ("MagpieTTSModelOnlinePO", GRPO_KEYS | {"reference_policy_mode"}),
+    "offline_po_datagen": ("MagpieTTSModelOfflinePODataGen", DATAGEN_KEYS | {"datagen_seed"}),
+    "offline_po_dpo": ("MagpieTTSModelOfflinePO", DPO_KEYS),
+}
+
+
+def check_model_keys(model: DictConfig, stage: str) -> None:
+    """Refuse a `model.*` key that neither the stage's NeMo class, MagpieTTSModel nor this project reads."""
+    nemo_class, stage_keys = STAGES[stage]
+    allowed = MAGPIETTS_KEYS | stage_keys | OUR_KEYS
+    for key in model.keys():
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
+        hint = f"; did you mean `{close[0]}`?" if close else ""
+        raise ConfigError(
+            f"model.{key}",
+            model.get(key),
+            f"a key that {nemo_class}, MagpieTTSModel or this recipe reads (no code reads `{key}`){hint}",
+        )

@@ -1,0 +1,61 @@
+"""`model.*` keys: the pinned sets equal what NeMo's installed source reads, and a key nobody reads is refused
+before any model is built, with the key a user probably meant."""
+
+from __future__ import annotations
+
+import pytest
+from magpie_testing import PRIMARY_CONFIGS, compose
+
+from nemo_ext import model_keys
+from nemo_ext.errors import ConfigError
+from nemo_ext.nemo_source_keys import keys_read, keys_read_by_class, keys_read_by_module
+from nemo_ext.recipes import offline_po_datagen, offline_po_dpo, online_po
+
+RECIPES = {"online_po": online_po, "offline_po_datagen": offline_po_datagen, "offline_po_dpo": offline_po_dpo}
+
+
+def test_pinned_keys_are_what_nemos_source_reads():
+    base = set().union(*(keys_read_by_module(m) for m in model_keys.BASE_MODULES))
+    assert base == model_keys.MAGPIETTS_KEYS, "NeMo changed: regenerate nemo_ext/model_keys.py"
+    for pinned, cls in (
+        (model_keys.GRPO_KEYS, "MagpieTTSModelOnlinePO"),
+        (model_keys.DATAGEN_KEYS, "MagpieTTSModelOfflinePODataGen"),
+        (model_keys.DPO_KEYS, "MagpieTTSModelOfflinePO"),
+    ):
+        assert keys_read_by_class(model_keys.PO_MODULE, cls) - base == pinned, cls
+
+
+def test_the_scanner_finds_every_way_of_reading_a_key():
+    import ast
+
+    source = "def f(self, cfg):\n    cfg.get('a'); self.cfg.b; self._cfg['c']; 'd' in cfg; other.get('e'); x.f\n"
+    assert keys_read(ast.parse(source)) == {"a", "b", "c", "d"}
+
+
+@pytest.mark.parametrize("config_name", [name for name in PRIMARY_CONFIGS if name.rsplit("_tiny")[0] in RECIPES])
+def test_every_key_the_stage_configs_declare_is_read(config_name):
+    cfg = compose(config_name, ["init_from_ptl_ckpt=/x", "codecmodel_path=/x"])
+    stage = config_name.removesuffix("_tiny")
+    model_keys.check_model_keys(cfg.model, stage)
+
+
+@pytest.mark.parametrize(
+    ("stage", "typo", "meant"),
+    [
+        ("online_po", "+model.num_generations_per_item=12", "n_generations_per_item"),
+        ("online_po", "+model.grpo_betta=0.1", "grpo_beta"),
+        ("offline_po_dpo", "+model.dpo_loss=ipo", "dpo_loss_type"),
+        ("offline_po_datagen", "+model.pref_language=it", "pref_set_language"),
+    ],
+)
+def test_a_key_nobody_reads_is_refused_with_a_suggestion(tiny_config, tmp_path, stage, typo, meant):
+    key = typo.split("=")[0].removeprefix("+")
+    with pytest.raises(ConfigError, match=rf"^{key}=.*did you mean `{meant}`\?") as refused:
+        RECIPES[stage].validated_config(tiny_config(f"{stage}_tiny", typo))
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_architecture_key_nemo_reads_is_accepted(tiny_config):
+    cfg = online_po.validated_config(tiny_config("online_po_tiny", "+model.cfg_unconditional_prob=0.1"))
+    assert cfg.model.cfg_unconditional_prob == 0.1
