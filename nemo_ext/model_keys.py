@@ -172,10 +172,36 @@ GRPO_KEYS = frozenset(
 
 # Keys this project adds, per stage (README: the `model.whisper` block, the reward model paths, and the switches).
 OUR_KEYS = frozenset({"whisper", "nemo_asr", "speaker_verification"})
+NEMO_STAGE_KEYS = {"online_po": GRPO_KEYS, "offline_po_datagen": DATAGEN_KEYS, "offline_po_dpo": DPO_KEYS}
 STAGES = {
     "online_po": ("MagpieTTSModelOnlinePO", GRPO_KEYS | {"reference_policy_mode"}),
     "offline_po_datagen": ("MagpieTTSModelOfflinePODataGen", DATAGEN_KEYS | {"datagen_seed"}),
     "offline_po_dpo": ("MagpieTTSModelOfflinePO", DPO_KEYS),
+}
+
+
+# Stage YAML defaults that are not NeMo 3.0.0's code defaults, each on purpose (README, "Defaults that are not
+# NeMo's"). tests/test_model_keys.py finds every such difference in NeMo's source and requires it listed here.
+DELIBERATE_DEFAULTS = {
+    ("online_po", "reward_asr_model"): (
+        "whisper (NeMo: nemo). The CER reward for every language MagpieTTS speaks, in the dtype `whisper.dtype` "
+        "sets; NeMo's default is an English-only CTC model (parakeet-ctc-0.6b)"
+    ),
+    ("online_po", "inference_cfg_scale"): (
+        "2.5 (NeMo's GRPO: 1.0). Only used when inference_cfg_prob > 0, and at 1.0 CFG changes nothing; 2.5 is "
+        "MagpieTTS's own inference default (ModelInferenceParameters.cfg_scale)"
+    ),
+    ("online_po", "grpo_beta"): (
+        "0.01 (NeMo: no default, a missing key fails at the first step). The weight of the KL term"
+    ),
+    ("offline_po_datagen", "use_kv_cache_for_inference"): (
+        "true (NeMo: false). DataGen only generates: the KV cache decodes each step incrementally instead of "
+        "re-running the whole prefix"
+    ),
+    ("offline_po_datagen", "load_whisper_model"): (
+        "null (NeMo: false): Whisper is loaded exactly when the language is scored with it (not English); "
+        "false with a non-English language is refused"
+    ),
 }
 
 

@@ -61,3 +61,37 @@ def keys_read_by_class(module_name: str, class_name: str) -> set[str]:
     tree = ast.parse(inspect.getsource(importlib.import_module(module_name)))
     [cls] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name]
     return keys_read(cls)
+
+
+def code_defaults(tree: ast.AST) -> dict[str, set]:
+    """`cfg.get("k", <literal>)` defaults, per key (a key read in several places may have several)."""
+    defaults: dict[str, set] = {}
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get"
+            and _is_config(node.func.value)
+            and len(node.args) == 2
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            try:
+                value = ast.literal_eval(node.args[1])
+            except ValueError:
+                continue
+            if isinstance(value, list | dict):
+                continue  # containers are architecture defaults, never a PO setting
+            defaults.setdefault(node.args[0].value, set()).add(value)
+    return defaults
+
+
+def code_defaults_for(module_name: str, class_name: str, base_modules: tuple[str, ...]) -> dict[str, set]:
+    """The class's own defaults, and the base modules' for keys the class does not read itself."""
+    tree = ast.parse(inspect.getsource(importlib.import_module(module_name)))
+    [cls] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name]
+    merged: dict[str, set] = {}
+    for base in base_modules:
+        merged.update(code_defaults(ast.parse(inspect.getsource(importlib.import_module(base)))))
+    merged.update(code_defaults(cls))
+    return merged

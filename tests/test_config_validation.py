@@ -133,3 +133,17 @@ def test_model_built_without_the_recipe_checks_its_choices_first(node, message):
 
     with pytest.raises(ConfigError, match=f"^{message} is invalid; allowed: "):
         MagpieTTSOnlinePO(cfg=OmegaConf.create(node))
+
+
+def test_pesq_without_torchaudio_is_refused_before_any_model_is_built(tiny_config, tmp_path):
+    """NeMo asserts HAVE_TORCHAUDIO after the policy and reward models are built; the CPU torch here ships no
+    torchaudio (with it, the SQUIM model downloads from the internet, which no test may reach)."""
+    import importlib.util
+
+    from nemo_ext.errors import ConfigError
+    from nemo_ext.recipes import online_po
+
+    assert importlib.util.find_spec("torchaudio") is None
+    with pytest.raises(ConfigError, match=r"^model\.use_pesq=True is invalid; allowed: false \(.*torchaudio"):
+        online_po.validated_config(tiny_config("online_po_tiny", "model.use_pesq=true"))
+    assert not (tmp_path / "runs").exists()

@@ -59,3 +59,27 @@ def test_a_key_nobody_reads_is_refused_with_a_suggestion(tiny_config, tmp_path, 
 def test_an_architecture_key_nemo_reads_is_accepted(tiny_config):
     cfg = online_po.validated_config(tiny_config("online_po_tiny", "+model.cfg_unconditional_prob=0.1"))
     assert cfg.model.cfg_unconditional_prob == 0.1
+
+
+@pytest.mark.parametrize("stage", sorted(RECIPES))
+def test_every_default_that_is_not_nemos_is_listed_with_its_reason(stage):
+    """README says every key is declared with its default: where that default is not NeMo's code default (or NeMo
+    has none), it is a deliberate choice in model_keys.DELIBERATE_DEFAULTS and a row of the README."""
+    from omegaconf import OmegaConf
+
+    from nemo_ext.nemo_source_keys import code_defaults_for
+
+    nemo_class, _ = model_keys.STAGES[stage]
+    nemo_defaults = code_defaults_for(model_keys.PO_MODULE, nemo_class, model_keys.BASE_MODULES)
+    ours = OmegaConf.to_container(compose(stage, ["init_from_ptl_ckpt=/x", "codecmodel_path=/x"]).model)
+    nemo_keys = model_keys.MAGPIETTS_KEYS | model_keys.NEMO_STAGE_KEYS[stage]
+    differing = {
+        key
+        for key, value in ours.items()
+        if key in nemo_keys and key != "optim" and value not in nemo_defaults.get(key, {object()})
+    }
+    listed = {key for (listed_stage, key) in model_keys.DELIBERATE_DEFAULTS if listed_stage == stage}
+    assert differing == listed
+    readme = (__import__("magpie_testing").REPO / "README.md").read_text()
+    for key in listed:
+        assert f"| `{stage}` | `{key}` |" in readme, key

@@ -35,20 +35,37 @@ def wavs(tiny):
     return sorted(glob.glob(os.path.join(tiny.audio_dir, "*.wav")))
 
 
-def test_batched_transcription_matches_one_by_one(tiny, whisper_fp32):
-    processor, model = whisper_fp32
-    all_at_once = transcribe_with_whisper(wavs(tiny), "de", processor, model, "cpu")
-    one_by_one = transcribe_with_whisper(wavs(tiny), "de", processor, model, "cpu", batch_size=1)
-    assert len(all_at_once) == 4 and all(isinstance(t, str) for t in all_at_once)
-    assert all_at_once == one_by_one
+@pytest.fixture(scope="module")
+def input_sensitive_whisper(tiny):
+    """The tiny Whisper made to transcribe each clip and language differently: its random weights scaled up (so
+    the audio and the language token move the argmax) and end-of-text suppressed (it predicted end-of-text first,
+    so every clip came out as '' and order or language mix-ups went unseen)."""
+    processor, model = load_whisper(WhisperSettings.from_config({"pretrained": tiny.whisper, "dtype": "fp32"}))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(8.0)
+    end_of_text = model.generation_config.eos_token_id
+    model.generation_config.suppress_tokens = [end_of_text]
+    model.generation_config.begin_suppress_tokens = [end_of_text]
+    return processor, model
 
 
-def test_per_file_languages_keep_input_order(tiny, whisper_fp32):
-    processor, model = whisper_fp32
-    files = wavs(tiny)
-    mixed = transcribe_with_whisper(files, ["de", "fr", "de", "fr"], processor, model, "cpu", batch_size=2)
-    assert mixed[0] == transcribe_with_whisper(files[:1], "de", processor, model, "cpu")[0]
-    assert mixed[1] == transcribe_with_whisper(files[1:2], "fr", processor, model, "cpu")[0]
+def test_batched_transcription_matches_one_by_one(tiny, input_sensitive_whisper):
+    processor, model = input_sensitive_whisper
+    one_by_one = [transcribe_with_whisper([path], "de", processor, model, "cpu")[0] for path in wavs(tiny)]
+    assert len(set(one_by_one)) == 4, "the clips must transcribe differently, or order is untested"
+    assert transcribe_with_whisper(wavs(tiny), "de", processor, model, "cpu") == one_by_one
+    assert transcribe_with_whisper(wavs(tiny), "de", processor, model, "cpu", batch_size=3) == one_by_one
+
+
+def test_per_file_languages_keep_input_order(tiny, input_sensitive_whisper):
+    processor, model = input_sensitive_whisper
+    files, languages = wavs(tiny), ["de", "fr", "it", "fr"]
+    alone = [transcribe_with_whisper([f], lang, processor, model, "cpu")[0] for f, lang in zip(files, languages)]
+    for path, lang, transcript in zip(files, languages, alone):
+        assert transcript != transcribe_with_whisper([path], "en", processor, model, "cpu")[0], lang
+    assert transcribe_with_whisper(files, languages, processor, model, "cpu", batch_size=2) == alone
+    assert transcribe_with_whisper(files, languages, processor, model, "cpu") == alone
 
 
 def test_english_only_checkpoint_gets_no_language_argument(tiny):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, open_dict
 
 from nemo_ext.config import GRPO_LOSS_TYPES, REFERENCE_POLICY_MODES, REWARD_ASR_MODELS, require_choice
+from nemo_ext.errors import ConfigError
 from nemo_ext.model_keys import check_model_keys
 from nemo_ext.recipes.setup import (
     build_model_config,
@@ -36,6 +37,11 @@ def validated_config(cfg: DictConfig) -> DictConfig:
     require_choice(cfg, "model.loss_type", "grpo", GRPO_LOSS_TYPES)
     require_choice(cfg, "model.reference_policy_mode", "matched", REFERENCE_POLICY_MODES)
     check_model_keys(cfg.model, "online_po")
+    if cfg.model.get("use_pesq", False):
+        from nemo.collections.tts.models.magpietts_preference_optimization import HAVE_TORCHAUDIO
+
+        if not HAVE_TORCHAUDIO:  # NeMo asserts this only after building the policy and every reward model
+            raise ConfigError("model.use_pesq", True, "false (the PESQ reward needs torchaudio, not installed here)")
     return cfg
 
 
