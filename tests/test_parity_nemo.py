@@ -54,35 +54,39 @@ def assert_same_steps(ours, nemo, logged=GRPO_LOGGED, metrics: bool = True):
 
 
 @pytest.mark.parametrize(
-    "overrides",
+    ("overrides", "noise"),
     [
-        ("model.reward_asr_model=nemo", "model.reference_policy_mode=train"),
-        ("model.reward_asr_model=nemo", "model.reference_free=true", "model.loss_type=dr_grpo"),
+        (("model.reward_asr_model=nemo", "model.reference_policy_mode=train"), False),
+        (("model.reward_asr_model=nemo", "model.reference_free=true", "model.loss_type=dr_grpo"), False),
+        # Without a reference, NeMo's training noise leaves nothing to differ on.
+        (("model.reward_asr_model=nemo", "model.reference_free=true"), True),
     ],
-    ids=["nemo-reward", "nemo-reward-reference-free-dr_grpo"],
+    ids=["nemo-reward", "nemo-reward-reference-free-dr_grpo", "nemo-reward-reference-free-nemo-dropout"],
 )
-def test_grpo_matches_nemo(tiny_config, tiny, tmp_path, monkeypatch, overrides):
+def test_grpo_matches_nemo(tiny_config, tiny, tmp_path, monkeypatch, overrides, noise):
     redirect_nemo_hub(monkeypatch, tiny)
-    cfg, model_cfg = grpo_config(tiny_config, *overrides)
+    cfg, model_cfg = grpo_config(tiny_config, *overrides, noise=noise)
     ours = train(MagpieTTSOnlinePO, cfg, model_cfg, str(tmp_path), "ours")
     nemo = train(upstream.MagpieTTSModelOnlinePO, cfg, model_cfg, str(tmp_path), "nemo")
     assert_same_steps(ours, nemo)
 
 
 WHISPER_CASES = [
-    ("model.reward_asr_model=whisper", "model.reference_policy_mode=train"),
-    ("model.reward_asr_model=whisper", "model.reference_free=true", "model.loss_type=dr_grpo"),
+    (("model.reward_asr_model=whisper", "model.reference_policy_mode=train"), True),
+    (("model.reward_asr_model=whisper", "model.reference_free=true", "model.loss_type=dr_grpo"), False),
 ]
 
 
-@pytest.mark.parametrize("overrides", WHISPER_CASES, ids=["whisper-reward", "whisper-reward-reference-free-dr_grpo"])
+@pytest.mark.parametrize(
+    ("overrides", "noise"), WHISPER_CASES, ids=["whisper-reward-nemo-dropout", "whisper-reward-reference-free-dr_grpo"]
+)
 def test_grpo_with_whisper_reward_matches_nemo_given_a_transcription_that_works(
-    tiny_config, tiny, tmp_path, monkeypatch, overrides
+    tiny_config, tiny, tmp_path, monkeypatch, overrides, noise
 ):
     """NeMo's Whisper helper fails under transformers 5 (no switch restores a crash). With our helper swapped into
     NeMo's module, NeMo's class gives our numbers: the rest of the Whisper reward path is NeMo's, unchanged."""
     redirect_nemo_hub(monkeypatch, tiny)
-    cfg, model_cfg = grpo_config(tiny_config, *overrides)
+    cfg, model_cfg = grpo_config(tiny_config, *overrides, noise=noise)
     with pytest.raises(ValueError, match="Whisper expects the mel input features to be of length 3000"):
         train(upstream.MagpieTTSModelOnlinePO, cfg, model_cfg, str(tmp_path), "nemo_as_shipped", steps=1)
     ours = train(MagpieTTSOnlinePO, cfg, model_cfg, str(tmp_path), "ours")
