@@ -3,7 +3,6 @@ measured (CUDA on a CPU-only process) is None, never 0."""
 
 from __future__ import annotations
 
-import contextlib
 import resource
 import sys
 from dataclasses import dataclass
@@ -79,44 +78,3 @@ def process_peak_rss_bytes() -> int:
     except OSError:
         return peak
     return max(peak, current)
-
-
-class PhasePeakTracker:
-    """CUDA peak-allocated memory over a training step and over named phases inside it.
-
-    A phase resets CUDA's peak counter so that its own peak is exact; the peak seen before the reset is kept,
-    so the step's peak stays exact too. Disabled (the default) it touches no CUDA counters at all."""
-
-    def __init__(self, device: torch.device | None = None):
-        self.enabled = False
-        self.device = device
-        self.step_peak: int | None = None
-        self.phase_peaks: dict[str, int] = {}
-
-    def _cuda(self) -> bool:
-        return self.enabled and cuda_memory(self.device) is not None
-
-    def start_step(self) -> None:
-        self.phase_peaks = {}
-        self.step_peak = None
-        if self._cuda():
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.step_peak = 0
-
-    @contextlib.contextmanager
-    def phase(self, name: str):
-        if not self._cuda():
-            yield
-            return
-        before = torch.cuda.max_memory_allocated(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)
-        try:
-            yield
-        finally:
-            peak = torch.cuda.max_memory_allocated(self.device)
-            self.phase_peaks[name] = peak
-            self.step_peak = max(self.step_peak or 0, before, peak)
-
-    def end_step(self) -> None:
-        if self._cuda():
-            self.step_peak = max(self.step_peak or 0, torch.cuda.max_memory_allocated(self.device))

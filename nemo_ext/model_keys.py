@@ -174,7 +174,7 @@ GRPO_KEYS = frozenset(
 OUR_KEYS = frozenset({"whisper", "nemo_asr", "speaker_verification"})
 NEMO_STAGE_KEYS = {"online_po": GRPO_KEYS, "offline_po_datagen": DATAGEN_KEYS, "offline_po_dpo": DPO_KEYS}
 STAGES = {
-    "online_po": ("MagpieTTSModelOnlinePO", GRPO_KEYS | {"reference_policy_mode"}),
+    "online_po": ("MagpieTTSModelOnlinePO", GRPO_KEYS | {"reference_policy_mode", "rollout_audio_files"}),
     "offline_po_datagen": ("MagpieTTSModelOfflinePODataGen", DATAGEN_KEYS | {"datagen_seed"}),
     "offline_po_dpo": ("MagpieTTSModelOfflinePO", DPO_KEYS),
 }

@@ -1,16 +1,19 @@
-"""Whisper / GPU memory telemetry for GRPO and offline data generation, logged through the Lightning loggers
-(W&B under exp_manager), reduced across ranks so a multi-node run shows its worst rank.
+"""Whisper / GPU memory telemetry and the anatomy of a step, for GRPO and offline data generation, logged through
+the Lightning loggers (W&B under exp_manager), reduced across ranks so a multi-node run shows its worst rank.
 
 Logged names (GB = 1e9 bytes). Each figure is logged as the max over ranks under its own name, with `_min` and
 `_mean` siblings:
   at fit/test start: whisper/weights_bytes, whisper/weights_gb, whisper/param_count, whisper/bytes_per_param,
                      gpu/allocated_gb (after Lightning moved and cast the model)
-  per step / batch:  gpu/allocated_gb, gpu/reserved_gb, gpu/peak_allocated_gb (whole step),
-                     reward/peak_allocated_gb (generate + reward phase; datagen/peak_allocated_gb in DataGen),
+  per step / batch:  time/step_s, time/<phase>_s for every phase (seconds of its own, phases nested in it
+                     excluded; time/other_s is the rest of the step), gpu/<phase>_peak_allocated_gb,
+                     gpu/allocated_gb, gpu/reserved_gb, gpu/peak_allocated_gb (whole step), gpu/device_used_gb
+                     (the device as torch.cuda.mem_get_info sees it: other processes and NCCL buffers too),
                      cpu/rss_gb, cpu/peak_rss_gb
   as hyperparameters: whisper/dtype_configured, whisper/dtype_loaded, whisper/pretrained
-CUDA figures are absent on a CPU-only run. Every rank also appends its own figures to
-<log_dir>/memory/rank<R>.jsonl."""
+GRPO phases: GRPO_PHASES; DataGen phases: DATAGEN_PHASES (docs/telemetry.md maps them to verl's names). CUDA
+figures are absent on a CPU-only run. Every rank also appends its own figures to <log_dir>/memory/rank<R>.jsonl;
+at the end rank 0 draws <log_dir>/memory/step_anatomy.png and logs it to W&B."""
 
 from __future__ import annotations
 
@@ -25,17 +28,39 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from omegaconf import DictConfig
 
+from nemo_ext import oom_snapshot
 from nemo_ext.memory import cuda_memory, module_footprint, process_peak_rss_bytes, process_rss_bytes
 from nemo_ext.whisper_dtype import AUTO, to_torch_dtype
 
 GB = 1e9
+# The phases of one GRPO step, in order; `reward` is NeMo's reward arithmetic (it encloses the rollout phases).
+GRPO_PHASES = (
+    "generation",
+    "codec_decode",
+    "audio_io",
+    "asr",
+    "speaker_verification",
+    "reward",
+    "policy_forward",
+    "reference_forward",
+    "backward",
+    "optimizer",
+    "other",
+)
+# The phases of one DataGen batch; `datagen` is the writing of the metrics files.
+DATAGEN_PHASES = ("generation", "codec_decode", "audio_io", "asr", "speaker_verification", "datagen", "other")
 
 
 def telemetry_callbacks(cfg: DictConfig) -> list[Callback]:
     settings = cfg.get("telemetry") or {}
     if not settings.get("enabled", True):
         return []
-    return [WhisperMemoryMonitor(log_every_n_steps=int(settings.get("log_every_n_steps", 1)))]
+    return [
+        WhisperMemoryMonitor(
+            log_every_n_steps=int(settings.get("log_every_n_steps", 1)),
+            oom_snapshot=bool(settings.get("oom_snapshot", False)),
+        )
+    ]
 
 
 def expected_whisper_dtype(pl_module) -> torch.dtype | None:
@@ -47,15 +72,19 @@ def expected_whisper_dtype(pl_module) -> torch.dtype | None:
 
 
 class WhisperMemoryMonitor(Callback):
-    def __init__(self, log_every_n_steps: int = 1):
+    def __init__(self, log_every_n_steps: int = 1, oom_snapshot: bool = False):
         if log_every_n_steps < 1:
             raise ValueError(f"telemetry.log_every_n_steps must be >= 1, got {log_every_n_steps}")
         self.log_every_n_steps = log_every_n_steps
+        self.oom_snapshot = oom_snapshot
+        self._recording = False
         self.last_reduced: dict[str, float] = {}
         self.loaded: dict[str, float] = {}
         self.dtypes: tuple[str, str] | None = None  # (configured, in memory)
         self._rank_file: str | None = None
         self._warned_logger_failure = False
+        self.history: list[dict[str, float]] = []  # the reduced figures of every logged step
+        self.phases: tuple[str, ...] = ()
 
     # ---- start: what is actually in memory once the strategy and precision plugin are done ----
     def on_fit_start(self, trainer, pl_module):
@@ -75,8 +104,12 @@ class WhisperMemoryMonitor(Callback):
             trainer.log_dir or trainer.default_root_dir, "memory", f"rank{trainer.global_rank}.jsonl"
         )
         os.makedirs(os.path.dirname(self._rank_file), exist_ok=True)
-        pl_module.step_memory.enabled = True
-        pl_module.step_memory.device = pl_module.device
+        pl_module.step_anatomy.enabled = True
+        pl_module.step_anatomy.device = pl_module.device
+        if self.oom_snapshot:
+            self._recording = oom_snapshot.start_recording()
+            if not self._recording:
+                rank_zero_warn("telemetry.oom_snapshot: no CUDA device, so no memory history is recorded")
         whisper = getattr(pl_module, "whisper_model", None)
         if whisper is not None:
             self._log_dtypes(trainer, pl_module, module_footprint(whisper))
@@ -117,30 +150,36 @@ class WhisperMemoryMonitor(Callback):
 
     # ---- per step (GRPO) / per batch (DataGen) ----
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        pl_module.step_memory.start_step()
+        pl_module.step_anatomy.start_step()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._end_step(trainer, pl_module, step=trainer.global_step)
+        self._end_step(trainer, pl_module, step=trainer.global_step, phases=GRPO_PHASES)
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        pl_module.step_memory.start_step()
+        pl_module.step_anatomy.start_step()
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._end_step(trainer, pl_module, step=batch_idx + 1)
+        self._end_step(trainer, pl_module, step=batch_idx + 1, phases=DATAGEN_PHASES)
 
-    def _end_step(self, trainer, pl_module, step: int):
-        tracker = pl_module.step_memory
-        tracker.end_step()
+    def _end_step(self, trainer, pl_module, step: int, phases: tuple[str, ...]):
+        step_figures = pl_module.step_anatomy.end_step()
         if step % self.log_every_n_steps:
             return
+        self.phases = phases
         figures = self._process_figures(pl_module.device)
-        if tracker.step_peak is not None:
-            figures["gpu/peak_allocated_gb"] = tracker.step_peak / GB
-        for phase, peak in tracker.phase_peaks.items():
-            figures[f"{phase}/peak_allocated_gb"] = peak / GB
+        figures["time/step_s"] = step_figures.step_seconds or 0.0
+        for phase in phases:
+            # Every rank logs every phase (the reduction needs one key set): 0 s for one that did not run.
+            figures[f"time/{phase}_s"] = step_figures.seconds.get(phase, 0.0)
+        if step_figures.step_peak is not None:
+            figures["gpu/peak_allocated_gb"] = step_figures.step_peak / GB
+            for phase in phases[:-1]:
+                peak = step_figures.peaks.get(phase)
+                figures[f"gpu/{phase}_peak_allocated_gb"] = math.nan if peak is None else peak / GB
         self.last_reduced = self._reduce_and_log(trainer, figures, step=step, phase="step")
+        self.history.append({"step": step, **self.last_reduced})
 
-    # ---- end: one console line ----
+    # ---- end: the console summary and the picture ----
     def on_fit_end(self, trainer, pl_module):
         self._summary(trainer)
 
@@ -159,12 +198,40 @@ class WhisperMemoryMonitor(Callback):
         ranks = "one rank" if trainer.world_size == 1 else f"worst of {trainer.world_size} ranks"
         for key, label in (
             ("gpu/peak_allocated_gb", "GPU peak allocated"),
-            ("reward/peak_allocated_gb", "reward-phase peak"),
+            ("gpu/reward_peak_allocated_gb", "reward-phase peak"),
             ("cpu/peak_rss_gb", "CPU peak RSS"),
         ):
             if key in last:
                 parts.append(f"{label} {last[key]:.4g} GB ({ranks})")
         rank_zero_info("Memory summary: " + ("; ".join(parts) or "no figures recorded"))
+        for line in phase_summary_lines(self.history, self.phases):
+            rank_zero_info(line)
+        if trainer.is_global_zero and self.history and self._rank_file:
+            from nemo_ext.anatomy_plot import draw_step_anatomy
+
+            path = os.path.join(os.path.dirname(self._rank_file), "step_anatomy.png")
+            draw_step_anatomy(self.history, self.phases, path, ranks)
+            rank_zero_info(f"Step anatomy: {path}")
+            self._safe_log(trainer, lambda logger: _log_image(logger, "memory/step_anatomy", path))
+
+    # ---- out of memory ----
+    def on_exception(self, trainer, pl_module, exception):
+        if not (self.oom_snapshot and oom_snapshot.is_out_of_memory(exception) and self._rank_file):
+            return
+        phase = pl_module.step_anatomy.phase_in_progress or "outside any phase"
+        path = os.path.join(os.path.dirname(self._rank_file), f"oom_rank{trainer.global_rank}.pickle")
+        oom_snapshot.write_snapshot(path, self._recording)
+        what = "memory snapshot" if self._recording else "empty snapshot (no CUDA memory history was recorded)"
+        print(
+            f"[magpie] rank {trainer.global_rank}: CUDA out of memory in phase {phase} of step "
+            f"{trainer.global_step + 1}; {what}: {path} (open it at https://pytorch.org/memory_viz)",
+            flush=True,
+        )
+
+    def teardown(self, trainer, pl_module, stage):
+        if self._recording:
+            oom_snapshot.stop_recording()
+            self._recording = False
 
     # ---- helpers ----
     @staticmethod
@@ -172,11 +239,13 @@ class WhisperMemoryMonitor(Callback):
         figures = {"cpu/rss_gb": process_rss_bytes() / GB, "cpu/peak_rss_gb": process_peak_rss_bytes() / GB}
         cuda = cuda_memory(device)
         if cuda is not None:
+            free, total = torch.cuda.mem_get_info(device)
             figures.update(
                 {
                     "gpu/allocated_gb": cuda.allocated / GB,
                     "gpu/reserved_gb": cuda.reserved / GB,
                     "gpu/peak_allocated_gb": cuda.peak_allocated / GB,
+                    "gpu/device_used_gb": (total - free) / GB,
                 }
             )
         return figures
@@ -207,6 +276,29 @@ class WhisperMemoryMonitor(Callback):
                         f"memory telemetry could not be logged to {type(logger).__name__}: {error}", stacklevel=2
                     )
                     self._warned_logger_failure = True
+
+
+def phase_summary_lines(history: list[dict[str, float]], phases: tuple[str, ...]) -> list[str]:
+    """One line per phase: median seconds over the logged steps, share of the steps' time, highest CUDA peak."""
+    if not history:
+        return []
+    total = sum(row["time/step_s"] for row in history) or math.nan
+    lines = []
+    for phase in phases:
+        seconds = sorted(row.get(f"time/{phase}_s", 0.0) for row in history)
+        median = seconds[len(seconds) // 2] if len(seconds) % 2 else sum(seconds[len(seconds) // 2 - 1 :][:2]) / 2
+        share = sum(seconds) / total
+        peaks = [row[f"gpu/{phase}_peak_allocated_gb"] for row in history if f"gpu/{phase}_peak_allocated_gb" in row]
+        peak = f", peak {max(peaks):.4g} GB" if peaks else ""
+        lines.append(f"Step anatomy: {phase:<20} median {median:.4g} s, {share:6.1%} of step time{peak}")
+    return lines
+
+
+def _log_image(logger, key: str, path: str) -> None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    if isinstance(logger, WandbLogger):
+        logger.log_image(key=key, images=[path])
 
 
 def reduce_across_ranks(trainer, figures: dict[str, float]) -> dict[str, float]:

@@ -44,10 +44,30 @@ def transcribe_with_whisper(
     device: torch.device | str,
     normalizer=None,
     batch_size: int | None = None,
+    anatomy=None,
+    open_audio=None,
 ) -> list[str]:
     """Transcribe files in batches of `batch_size` (all at once when None), grouped by language.
 
-    Same signature as NeMo's helper so it can stand in for it."""
+    Same signature as NeMo's helper so it can stand in for it. `anatomy` (a StepAnatomy): the whole call is phase
+    `asr`, reading the files `audio_io`. `open_audio(path)`: what librosa reads for a path (a clip kept in memory,
+    see rollout_audio.py); the path itself by default."""
+
+    def load(path, sr):
+        return librosa.load(open_audio(path) if open_audio is not None else path, sr=sr)
+
+    if anatomy is not None:
+        load = anatomy.wrap("audio_io", load)
+        with anatomy.phase("asr"):
+            return _transcribe(
+                audio_filepaths, language, whisper_processor, whisper_model, device, normalizer, batch_size, load
+            )
+    return _transcribe(
+        audio_filepaths, language, whisper_processor, whisper_model, device, normalizer, batch_size, load
+    )
+
+
+def _transcribe(audio_filepaths, language, whisper_processor, whisper_model, device, normalizer, batch_size, load):
     if len(audio_filepaths) == 0:
         return []
     if batch_size is not None and batch_size < 1:
@@ -68,7 +88,7 @@ def transcribe_with_whisper(
         generate_kwargs = {"language": lang, "task": "transcribe"} if (lang and multilingual) else {}
         for start in range(0, len(indices), step):
             chunk = indices[start : start + step]
-            speech = [librosa.load(audio_filepaths[i], sr=WHISPER_SAMPLE_RATE)[0] for i in chunk]
+            speech = [load(audio_filepaths[i], sr=WHISPER_SAMPLE_RATE)[0] for i in chunk]
             features = whisper_processor(speech, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt").input_features
             features = features.to(device=device, dtype=whisper_model.dtype)
             # Whisper runs in its own dtype (model.whisper.dtype), not in the policy's autocast dtype.
@@ -81,7 +101,7 @@ def transcribe_with_whisper(
 
 
 @contextlib.contextmanager
-def upstream_uses_working_transcription(batch_size: int | None):
+def upstream_uses_working_transcription(batch_size: int | None, anatomy=None, open_audio=None):
     """While active, NeMo's PO module calls `transcribe_with_whisper` instead of its broken helper.
 
     The PO module imported the helper by name, so the name is swapped in that module only, and only for the
@@ -89,7 +109,9 @@ def upstream_uses_working_transcription(batch_size: int | None):
     from nemo.collections.tts.models import magpietts_preference_optimization as po
 
     original = po.transcribe_with_whisper_from_filepaths
-    po.transcribe_with_whisper_from_filepaths = functools.partial(transcribe_with_whisper, batch_size=batch_size)
+    po.transcribe_with_whisper_from_filepaths = functools.partial(
+        transcribe_with_whisper, batch_size=batch_size, anatomy=anatomy, open_audio=open_audio
+    )
     try:
         yield
     finally:

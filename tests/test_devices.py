@@ -91,7 +91,7 @@ def test_two_processes_from_a_string_spelling_with_the_nemo_reward_for_three_ste
     [state] = glob.glob(str(tmp_path / "runs" / "tiny_online_po" / "*" / "state" / "run_state.json"))
     assert '"global_step": 3' in open(state).read()
     memory = os.path.join(os.path.dirname(os.path.dirname(state)), "memory")
-    assert sorted(os.listdir(memory)) == ["rank0.jsonl", "rank1.jsonl"]
+    assert sorted(os.listdir(memory)) == ["rank0.jsonl", "rank1.jsonl", "step_anatomy.png"]
 
 
 def test_a_bad_spelling_is_refused_before_any_model_is_built(tiny_config):

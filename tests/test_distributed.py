@@ -19,7 +19,7 @@ def test_two_process_ddp_grpo_with_lightning_launcher(tiny, tmp_path):
     result = run_recipe("online_po.py", *tiny_args(tiny, tmp_path / "runs", "trainer.devices=2"), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     [version_dir] = glob.glob(str(tmp_path / "runs" / "tiny_online_po" / "*" / "memory"))
-    assert sorted(os.listdir(version_dir)) == ["rank0.jsonl", "rank1.jsonl"]
+    assert sorted(os.listdir(version_dir)) == ["rank0.jsonl", "rank1.jsonl", "step_anatomy.png"]  # rank 0 draws
     audios = os.listdir(os.path.join(os.path.dirname(version_dir), "audios"))
     assert any(a.startswith("predicted_audioRank1_") for a in audios)
     assert "(worst of 2 ranks)" in result.stdout + result.stderr  # the end-of-run memory summary

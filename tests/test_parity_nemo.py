@@ -7,6 +7,7 @@ gives NeMo's numbers back. On a NeMo upgrade these tests say which copied lines 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
@@ -282,3 +283,21 @@ def test_nemo_cannot_initialize_from_a_lightning_checkpoint_under_torch_2_6_and_
         with configs_in_checkpoints_allowed():
             pass
         torch.load(tiny.reference_checkpoint, map_location="cpu")  # an inner context does not end the outer one
+
+
+def test_rollouts_in_memory_reach_the_reward_models_as_the_files_would(tiny_config, tiny, tmp_path, monkeypatch):
+    """`model.rollout_audio_files: false` (the default): the clips are encoded as NeMo's wav files would be and read
+    from memory. Rewards, losses and weights equal those of the file round trip (`true`, NeMo's way), and no wav
+    or codes file is written."""
+    redirect_nemo_hub(monkeypatch, tiny)
+    runs = {}
+    for files in (False, True):
+        cfg, model_cfg = grpo_config(
+            tiny_config, "model.reward_asr_model=whisper", f"model.rollout_audio_files={files}"
+        )
+        runs[files] = train(MagpieTTSOnlinePO, cfg, model_cfg, str(tmp_path), f"files_{files}")
+    assert_same_steps(runs[False], runs[True])
+    written = {files: sorted(os.listdir(tmp_path / f"files_{files}" / "version_0" / "audios")) for files in runs}
+    assert not [name for name in written[False] if name.endswith((".wav", "_codes.pt"))]
+    assert len([name for name in written[True] if name.endswith(".wav")]) == 4
+    assert len([name for name in written[False] if name.endswith("_metrics.json")]) == 4

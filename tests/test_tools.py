@@ -42,3 +42,27 @@ def test_synthesize_speech_manifest_rejects_bad_count(tmp_path):
     result = run_script("scripts/synthesize_speech_manifest.py", str(tmp_path), "--count", "99")
     assert result.returncode == 2
     assert "--count=99 is invalid; allowed: 1 to 24" in result.stderr or "espeak-ng is not installed" in result.stderr
+
+
+@pytest.mark.e2e
+def test_telemetry_overhead_benchmark_writes_its_table(tiny, tmp_path):
+    out = tmp_path / "overhead.md"
+    result = run_script(
+        "scripts/benchmark_telemetry_overhead.py", "--steps", "6", "--tiny-root", tiny.root, "--out", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = out.read_text()
+    assert "| steps measured (on / off) | 2 / 2 |" in table
+    share = float(table.split("share of their time | ")[1].split("%")[0])
+    assert 0 < share < 100
+
+
+@pytest.mark.e2e
+def test_reward_path_benchmark_writes_its_table(tiny, tmp_path):
+    out = tmp_path / "reward_path.md"
+    result = run_script("scripts/benchmark_reward_path.py", "--steps", "6", "--tiny-root", tiny.root, "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = out.read_text()
+    for phase in ("audio_io", "asr", "speaker_verification", "total"):
+        assert f"| {phase} | " in table
+    assert "Steps per path: 2 (files), 2 (memory)" in table

@@ -77,16 +77,22 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
         if seed is not None:
             # Reproducible per batch, whatever ran before it (a resumed run, another rank split).
             torch.manual_seed(int(seed) + int(item_ids[0]))
-        with torch.no_grad(), self.step_memory.phase("datagen"):
+        anatomy = self.step_anatomy
+        # `datagen` holds the batch; generation (codec decode inside it), audio I/O, ASR and speaker verification
+        # are phases within it; its own seconds are the metrics files.
+        with torch.no_grad(), anatomy.phase("datagen"):
             self._set_inference_parameters()
             output = self.infer_batch(batch, use_cfg=self.cfg.get("inference_use_cfg", False))
             audio_dir = self.output_dir()
-            paths, durations = self._save_generations(output, item_ids, audio_dir)
-            transcripts = self._transcribe_or_none(paths, output.predicted_audio_lens)
+            with anatomy.phase("audio_io"):
+                paths, durations = self._save_generations(output, item_ids, audio_dir)
+            with anatomy.phase("asr"):
+                transcripts = self._transcribe_or_none(paths, output.predicted_audio_lens)
             if transcripts is None:
                 similarities = [0.0] * len(paths)
             else:
-                similarities = self._speaker_similarities(paths, batch["audio_filepaths"])
+                with anatomy.phase("speaker_verification"):
+                    similarities = self._speaker_similarities(paths, batch["audio_filepaths"])
             for i, item_id in enumerate(item_ids):
                 gt_transcript = process_text_for_cer(batch["raw_texts"][i])
                 pred = INVALID_TRANSCRIPT if transcripts is None else transcripts[i]
@@ -145,6 +151,7 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
                 self.device,
                 normalizer=normalizer,
                 batch_size=self.whisper_settings.batch_size,
+                anatomy=self.step_anatomy if self.step_anatomy.enabled else None,
             )
             return [process_text_for_cer(t) for t in texts]
         except Exception as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -14,6 +15,9 @@ from nemo_ext.config import GRPO_LOSS_TYPES, REFERENCE_POLICY_MODES, REWARD_ASR_
 from nemo_ext.errors import ConfigError
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin
 from nemo_ext.random_state import RandomState
+from nemo_ext.rollout_audio import InMemoryClips, rollouts_in_memory
+from nemo_ext.step_anatomy import StepAnatomy
+from nemo_ext.upstream_phases import upstream_reward_phases_timed
 from nemo_ext.whisper_asr import upstream_uses_working_transcription
 
 
@@ -23,8 +27,15 @@ class ReferencePolicy(MagpieTTSModel):
     same decoder-input corruption); the random streams then continue as if it had drawn none."""
 
     replay: RandomState | None = None
+    anatomy: StepAnatomy | None = None  # the policy's, so this forward is timed as `reference_forward`
 
     def process_batch(self, batch):
+        if self.anatomy is None:
+            return self._forward(batch)
+        with self.anatomy.phase("reference_forward"):
+            return self._forward(batch)
+
+    def _forward(self, batch):
         if self.replay is None:
             return super().process_batch(batch)
         after_policy = RandomState.capture()
@@ -57,6 +68,7 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
         self.reference_policy_mode = self.cfg.get("reference_policy_mode", "matched")
         if not self.reference_free:
             self._reference_model = self._build_reference_model(cfg)
+            self._reference_model.anatomy = self.step_anatomy
 
         if reward_asr == "nemo":
             self._load_nemo_asr(cfg)
@@ -76,6 +88,10 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
         self.max_decoder_steps = self.cfg.get("max_decoder_steps", 430)
         self._normalize_whisper_transcript = self.cfg.get("normalize_whisper_transcript", True)
         self._normalizer_cache = {}
+        # Rollout clips stay in memory unless asked for as files; NeMo ASR reads files itself, so with the NeMo
+        # reward they are written as before.
+        keep_in_memory = not self.cfg.get("rollout_audio_files", False) and reward_asr == "whisper"
+        self._rollout_clips = InMemoryClips() if keep_in_memory else None
         self.best_cer_threshold = self.cfg.get("best_cer_threshold", 1.0)
         self.worst_cer_threshold = self.cfg.get("worst_cer_threshold", 1.0)
 
@@ -108,13 +124,24 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
         # dropped for the same items) and at step 1, where the weights are equal, the KL is exactly 0.
         if self.reference_policy_mode == "matched" and not self.reference_free:
             self._reference_model.replay = RandomState.capture()
-        return super().process_batch(batch)
+        with self.step_anatomy.phase("policy_forward"):
+            return super().process_batch(batch)
 
     def generate_and_reward(
         self, batch, num_generations_per_item, mode="train", use_local_transformer_for_inference=False
     ):
         batch_size = self.whisper_settings.batch_size if self.whisper_settings else None
-        with self.step_memory.phase("reward"), upstream_uses_working_transcription(batch_size):
+        anatomy = self.step_anatomy
+        timed = anatomy if anatomy.enabled else None
+        in_memory = self._rollout_clips is not None
+        # `reward` holds the whole rollout: generation, codec decode, audio I/O, ASR and speaker verification are
+        # phases inside it; its own seconds are NeMo's reward arithmetic.
+        with (
+            anatomy.phase("reward"),
+            rollouts_in_memory(self._rollout_clips, timed) if in_memory else contextlib.nullcontext(),
+            upstream_uses_working_transcription(batch_size, timed, self._rollout_clips.source if in_memory else None),
+            upstream_reward_phases_timed(anatomy, audio_files=not in_memory),
+        ):
             return super().generate_and_reward(
                 batch,
                 num_generations_per_item,

@@ -8,13 +8,13 @@ from omegaconf import DictConfig
 
 from nemo_ext.config import NemoModelSettings, WhisperSettings
 from nemo_ext.errors import ConfigError
-from nemo_ext.memory import PhasePeakTracker
 from nemo_ext.reward_models import (
     DEFAULT_NEMO_ASR,
     DEFAULT_SPEAKER_VERIFICATION,
     load_nemo_asr_model,
     load_speaker_verification_model,
 )
+from nemo_ext.step_anatomy import StepAnatomy
 from nemo_ext.whisper_asr import load_whisper
 
 # Submodules that are never trained. Upstream only calls .eval() on Whisper once, so Lightning's
@@ -36,7 +36,33 @@ class RewardModelsMixin:
     whisper_dtype_at_load: torch.dtype | None = None
 
     def _init_telemetry(self) -> None:
-        self.step_memory = PhasePeakTracker()
+        """Phase timing (off until the telemetry callback switches it on). The codec decode runs inside NeMo's
+        infer_batch: it is timed where infer_batch calls it."""
+        self.step_anatomy = StepAnatomy()
+        helper = self._codec_helper
+        helper.codes_to_audio = self.step_anatomy.wrap("codec_decode", helper.codes_to_audio)
+
+    def infer_batch(self, *args, **kwargs):
+        with self.step_anatomy.phase("generation"):
+            return super().infer_batch(*args, **kwargs)
+
+    def on_before_backward(self, loss):
+        super().on_before_backward(loss)
+        self.step_anatomy.begin("backward")
+
+    def on_after_backward(self):
+        self.step_anatomy.end("backward")
+        super().on_after_backward()
+
+    def on_before_optimizer_step(self, optimizer):
+        super().on_before_optimizer_step(optimizer)
+        self.step_anatomy.begin("optimizer")
+
+    def optimizer_step(self, *args, **kwargs):
+        # The closure (training step and backward) runs inside; the update itself follows on_before_optimizer_step.
+        result = super().optimizer_step(*args, **kwargs)
+        self.step_anatomy.end_if_open("optimizer")
+        return result
 
     def _load_whisper(self, cfg: DictConfig) -> None:
         self.whisper_settings = WhisperSettings.from_config(cfg.get("whisper"))
@@ -46,6 +72,8 @@ class RewardModelsMixin:
     def _load_nemo_asr(self, cfg: DictConfig) -> None:
         settings = NemoModelSettings.from_config(cfg.get("nemo_asr"), "model.nemo_asr", DEFAULT_NEMO_ASR)
         self.eval_asr_model = load_nemo_asr_model(settings)
+        # NeMo calls it by file paths: reading the files is part of this phase.
+        self.eval_asr_model.transcribe = self.step_anatomy.wrap("asr", self.eval_asr_model.transcribe)
 
     def _load_speaker_verification(self, cfg: DictConfig) -> None:
         settings = NemoModelSettings.from_config(

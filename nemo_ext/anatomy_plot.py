@@ -1,0 +1,46 @@
+"""The step-anatomy picture: seconds per phase per logged step (stacked bars), and each phase's CUDA peak."""
+
+from __future__ import annotations
+
+import math
+
+
+def draw_step_anatomy(history: list[dict[str, float]], phases: tuple[str, ...], path: str, ranks: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a compute node
+    import matplotlib.pyplot as plt
+
+    steps = [int(row["step"]) for row in history]
+    figure, (times, memory) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    bottom = [0.0] * len(history)
+    colors = plt.get_cmap("tab20").colors
+    for index, phase in enumerate(phases):
+        seconds = [row.get(f"time/{phase}_s", 0.0) for row in history]
+        times.bar(steps, seconds, bottom=bottom, label=phase, color=colors[index % len(colors)])
+        bottom = [b + s for b, s in zip(bottom, seconds)]
+    times.set_xticks(steps)
+    times.set_xlabel("step")
+    times.set_ylabel("seconds")
+    times.set_title(f"Time per phase ({ranks}, max over ranks)")
+    times.legend(fontsize="small", ncol=2)
+
+    peaks = {}
+    for phase in phases:
+        values = [row[f"gpu/{phase}_peak_allocated_gb"] for row in history if f"gpu/{phase}_peak_allocated_gb" in row]
+        values = [v for v in values if not math.isnan(v)]
+        if values:
+            peaks[phase] = max(values)
+    if peaks:
+        memory.barh(list(peaks), list(peaks.values()), color=[colors[phases.index(p) % len(colors)] for p in peaks])
+        memory.set_xlabel("GB")
+        memory.set_title("CUDA peak allocated per phase (highest step)")
+        memory.invert_yaxis()
+    else:
+        rss = max(row.get("cpu/peak_rss_gb", math.nan) for row in history)
+        memory.axis("off")
+        memory.text(0.5, 0.5, f"No CUDA device: no per-phase GPU peaks.\nCPU peak RSS {rss:.3g} GB", ha="center")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
