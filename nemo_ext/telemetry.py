@@ -43,6 +43,7 @@ GRPO_PHASES = (
     "reward",
     "policy_forward",
     "reference_forward",
+    "loss",
     "backward",
     "optimizer",
     "other",

@@ -104,7 +104,7 @@ def grpo_phases_rows(logged):
 
 def test_every_grpo_phase_is_timed_and_the_phases_cover_the_step(tiny_config, tmp_path, caplog):
     """Each phase's own seconds, plus `other`, add up to the step; `other` (Lightning's own work between the
-    hooks, the loss arithmetic) stays under 5% of the step time: the phases account for the step."""
+    hooks) stays under 5% of the step time: the phases account for the step."""
     from nemo_ext.telemetry import GRPO_PHASES
 
     caplog.set_level("INFO")

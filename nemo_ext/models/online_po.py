@@ -33,7 +33,9 @@ class ReferencePolicy(MagpieTTSModel):
         if self.anatomy is None:
             return self._forward(batch)
         with self.anatomy.phase("reference_forward"):
-            return self._forward(batch)
+            output = self._forward(batch)
+        self.anatomy.begin("loss")  # NeMo's loss arithmetic and logging follow, until the backward begins
+        return output
 
     def _forward(self, batch):
         if self.replay is None:
@@ -125,7 +127,10 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
         if self.reference_policy_mode == "matched" and not self.reference_free:
             self._reference_model.replay = RandomState.capture()
         with self.step_anatomy.phase("policy_forward"):
-            return super().process_batch(batch)
+            output = super().process_batch(batch)
+        if self.reference_free:
+            self.step_anatomy.begin("loss")  # ends where the backward begins (RewardModelsMixin)
+        return output
 
     def generate_and_reward(
         self, batch, num_generations_per_item, mode="train", use_local_transformer_for_inference=False

@@ -48,6 +48,7 @@ class RewardModelsMixin:
 
     def on_before_backward(self, loss):
         super().on_before_backward(loss)
+        self.step_anatomy.end_if_open("loss")
         self.step_anatomy.begin("backward")
 
     def on_after_backward(self):
