@@ -11,34 +11,21 @@ Needs the tiny fixtures (python scripts/make_tiny_fixtures.py --out .tiny)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
 import sys
-import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from nemo_ext.tiny_grpo_benchmark import parse_arguments, run_tiny_grpo, write_report
+
 REWARD_PHASES = ("audio_io", "asr", "speaker_verification")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=24)
-    parser.add_argument("--tiny-root", default=os.environ.get("MAGPIE_TINY_ROOT", os.path.join(REPO, ".tiny")))
-    parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "reward_path.md"))
-    args = parser.parse_args()
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-    from hydra import compose, initialize_config_dir
+    args = parse_arguments(__doc__, "reward_path.md")
     from lightning.pytorch import Callback
 
-    from nemo_ext.recipes.online_po import run_online_po
     from nemo_ext.rollout_audio import InMemoryClips
-    from nemo_ext.tiny_fixtures import build_tiny_fixtures
-
-    tiny = build_tiny_fixtures(args.tiny_root)
 
     class Alternate(Callback):
         def __init__(self):
@@ -53,17 +40,7 @@ def main() -> None:
             self.rows.append((self.in_memory, {phase: seconds.get(phase, 0.0) for phase in REWARD_PHASES}))
 
     probe = Alternate()
-    with tempfile.TemporaryDirectory() as runs, initialize_config_dir(os.path.join(REPO, "conf"), version_base="1.3"):
-        cfg = compose(
-            "online_po_tiny",
-            [
-                f"tiny_root={tiny.root}",
-                f"exp_manager.exp_dir={runs}",
-                f"trainer.max_steps={args.steps}",
-                "model.reward_asr_model=whisper",
-            ],
-        )
-        run_online_po(cfg, callbacks=[probe])
+    run_tiny_grpo(args.tiny_root, args.steps, [probe], "model.reward_asr_model=whisper")
 
     rows = probe.rows[2:]  # warm-up steps left out
     table = [
@@ -96,11 +73,7 @@ def main() -> None:
         "`speaker_verification`. On a cluster the files go to a shared filesystem, where each small file costs "
         "more than on this local disk.",
     ]
-    text = "\n".join(table) + "\n"
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    print(text)
+    write_report("\n".join(table) + "\n", args.out)
 
 
 if __name__ == "__main__":

@@ -11,34 +11,21 @@ Needs the tiny fixtures (python scripts/make_tiny_fixtures.py --out .tiny)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from nemo_ext.tiny_grpo_benchmark import parse_arguments, run_tiny_grpo, write_report
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=24)
-    parser.add_argument("--tiny-root", default=os.environ.get("MAGPIE_TINY_ROOT", os.path.join(REPO, ".tiny")))
-    parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "telemetry_overhead.md"))
-    args = parser.parse_args()
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-    from hydra import compose, initialize_config_dir
+    args = parse_arguments(__doc__, "telemetry_overhead.md")
     from lightning.pytorch import Callback
 
     from nemo_ext import step_anatomy, telemetry
-    from nemo_ext.recipes.online_po import run_online_po
-    from nemo_ext.tiny_fixtures import build_tiny_fixtures
 
-    tiny = build_tiny_fixtures(args.tiny_root)
     accounted = {"seconds": 0.0}
 
     def charged(function):
@@ -76,12 +63,7 @@ def main() -> None:
             self.rows.append((pl_module.step_anatomy.enabled, time.perf_counter() - self.start, accounted["seconds"]))
 
     probe = Alternate()
-    with tempfile.TemporaryDirectory() as runs, initialize_config_dir(os.path.join(REPO, "conf"), version_base="1.3"):
-        cfg = compose(
-            "online_po_tiny",
-            [f"tiny_root={tiny.root}", f"exp_manager.exp_dir={runs}", f"trainer.max_steps={args.steps}"],
-        )
-        run_online_po(cfg, callbacks=[probe])
+    run_tiny_grpo(args.tiny_root, args.steps, [probe])
 
     rows = probe.rows[2:]  # the first steps warm up (allocations, first calls)
     on = [row for row in rows if row[0]]
@@ -109,11 +91,7 @@ def main() -> None:
         "phase stack) and in the telemetry callback's per-step work (figures, cross-rank reduction, logging). "
         "The side-by-side medians include the run's own variation from step to step (different rollouts).",
     ]
-    text = "\n".join(lines) + "\n"
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as f:
-        f.write(text)
-    print(text)
+    write_report("\n".join(lines) + "\n", args.out)
 
 
 if __name__ == "__main__":
