@@ -66,3 +66,31 @@ def test_reward_path_benchmark_writes_its_table(tiny, tmp_path):
     for phase in ("audio_io", "asr", "speaker_verification", "total"):
         assert f"| {phase} | " in table
     assert "Steps per path: 2 (files), 2 (memory)" in table
+
+
+@pytest.mark.e2e
+def test_gpu_report_runs_everything_but_the_cuda_parts_on_a_cpu(tiny, tmp_path):
+    import subprocess
+
+    from magpie_testing import REPO
+
+    from nemo_ext.telemetry import GRPO_PHASES
+
+    out = tmp_path / "report.md"
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu_report.sh"), "--accelerator", "cpu", "--steps", "2"]
+        + ["--num-samples", "4", "--tiny-root", tiny.root, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = out.read_text()
+    assert "- no CUDA device used (accelerator cpu)" in report
+    assert "## Whisper per dtype" in report and "## GRPO step anatomy (tiny fixtures)" in report
+    for dtype in ("float32", "float16", "bfloat16"):
+        assert dtype in report.split("## GRPO")[0], dtype
+    for phase in GRPO_PHASES:
+        assert f"| {phase} | " in report, phase
+    assert (tmp_path / "report_step_anatomy.png").is_file()
+    assert "![step anatomy](report_step_anatomy.png)" in report
