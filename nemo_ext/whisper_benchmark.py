@@ -29,6 +29,8 @@ class BenchmarkSpec:
     language: str | None
     device: str  # cpu | cuda
     attn_implementation: str = "sdpa"
+    texts: list[str] | None = None  # the manifest's text per file: CER against it
+    groups: list[int] | None = None  # the manifest's group per file: variants of one text (voices, speeds)
 
 
 def audio_files(path: str, limit: int | None = None) -> list[str]:
@@ -41,6 +43,18 @@ def audio_files(path: str, limit: int | None = None) -> list[str]:
     if not files:
         raise ValueError(f"no audio found in {path}")
     return files[:limit] if limit else files
+
+
+def manifest_columns(path: str, limit: int | None = None) -> tuple[list[str] | None, list[int] | None]:
+    """`text` and `group` per line of a manifest (None where the manifest lacks them, or for a folder)."""
+    if os.path.isdir(path):
+        return None, None
+    with open(path) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    rows = rows[:limit] if limit else rows
+    texts = [row["text"] for row in rows] if all("text" in row for row in rows) else None
+    groups = [int(row["group"]) for row in rows] if all("group" in row for row in rows) else None
+    return texts, groups
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -89,7 +103,7 @@ def measure_dtype(spec: BenchmarkSpec, dtype: str) -> dict:
     for batch_size in spec.batch_sizes:
         transcribe(spec.files[:batch_size])  # warm-up: kernels, caches, allocator
         latencies, transcripts = [], []
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for start in range(0, len(spec.files), batch_size):
             chunk = spec.files[start : start + batch_size]
             sync()
@@ -99,6 +113,8 @@ def measure_dtype(spec: BenchmarkSpec, dtype: str) -> dict:
             latencies.append((time.perf_counter() - t0) * 1000)
         elapsed = time.perf_counter() - started
         runs[str(batch_size)] = {
+            # CPU seconds of this process (all its threads): the work done, whatever else shares the machine.
+            "cpu_s": time.process_time() - cpu_started,
             "median_ms": statistics.median(latencies),
             "p90_ms": statistics.quantiles(latencies, n=10)[-1] if len(latencies) > 1 else latencies[0],
             "samples_per_s": len(spec.files) / elapsed,
@@ -146,6 +162,9 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
             run["mean_char_levenshtein"] = statistics.mean(
                 levenshtein(a, b) for a, b in zip(run["transcripts"], expected)
             )
+            run["cpu_ratio"] = run["cpu_s"] / reference["runs"][batch_size]["cpu_s"]
+    if spec.texts:
+        add_reward_agreement(results, reference, spec.texts, spec.groups)
     return {
         "spec": asdict(spec),
         "reference_dtype": reference["dtype"],
@@ -153,6 +172,47 @@ def run_benchmark(spec: BenchmarkSpec) -> dict:
         "torch": torch.__version__,
         "device_name": _device_name(spec.device),
     }
+
+
+def character_error_rate(transcript: str, text: str) -> float:
+    """The CER GRPO's reward uses: both sides through NeMo's `process_text_for_cer`, clamped to [0, 1]."""
+    from nemo.collections.tts.parts.utils.helpers import process_text_for_cer
+
+    hypothesis, reference = process_text_for_cer(transcript), process_text_for_cer(text)
+    return min(levenshtein(hypothesis, reference) / max(len(reference), 1), 1.0)
+
+
+def best_and_worst(cers: list[float], groups: list[int]) -> dict[int, tuple[int, int]]:
+    """Per group of two or more: the positions of its best (lowest CER) and worst sample, first on ties."""
+    members: dict[int, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    return {
+        group: (min(indices, key=lambda i: cers[i]), max(indices, key=lambda i: cers[i]))
+        for group, indices in members.items()
+        if len(indices) > 1
+    }
+
+
+def add_reward_agreement(results: list[dict], reference: dict, texts: list[str], groups: list[int] | None) -> None:
+    """What GRPO uses is the reward and the ranking within a group, not identical text: per-utterance CER against
+    the manifest text, its difference from the reference dtype's, and how often a group's best or worst sample
+    changes."""
+    for result in results:
+        for run in result["runs"].values():
+            run["cer"] = [character_error_rate(t, text) for t, text in zip(run["transcripts"], texts)]
+    for result in results:
+        for batch_size, run in result["runs"].items():
+            expected = reference["runs"][batch_size]["cer"]
+            differences = [abs(a - b) for a, b in zip(run["cer"], expected)]
+            run["mean_cer"] = statistics.mean(run["cer"])
+            run["mean_abs_cer_diff"] = statistics.mean(differences)
+            run["max_abs_cer_diff"] = max(differences)
+            if groups:
+                ours, theirs = best_and_worst(run["cer"], groups), best_and_worst(expected, groups)
+                run["groups"] = len(ours)
+                run["best_changed"] = sum(ours[g][0] != theirs[g][0] for g in ours)
+                run["worst_changed"] = sum(ours[g][1] != theirs[g][1] for g in ours)
 
 
 def _device_name(device: str) -> str:
@@ -180,15 +240,20 @@ COLUMNS = [
 ]
 
 
+AGREEMENT_COLUMNS = ["CPU time vs ref", "mean CER", "mean abs CER diff", "max abs CER diff", "best / worst changed"]
+
+
 def render_table(report: dict) -> str:
     results = report["results"]
     n = len(report["spec"]["files"])
+    agreement = bool(report["spec"].get("texts"))
+    columns = COLUMNS + (AGREEMENT_COLUMNS if agreement else ["CPU time vs ref"])
     lines = [
         f"Whisper `{report['spec']['pretrained']}` on {report['device_name']}, {n} samples, greedy; "
         f"peak = {results[0]['peak_kind']}; reference = {report['reference_dtype']}.",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
     ]
     for result in results:
         for batch_size, run in result["runs"].items():
@@ -207,8 +272,15 @@ def render_table(report: dict) -> str:
                         f"{run['identical_to_reference']}/{n}",
                         f"{run['mean_char_levenshtein']:.2f}",
                         result["sdpa_backend"],
+                        f"{run['cpu_ratio']:.2f}",
+                        *(_agreement_cells(run) if agreement else []),
                     ]
                 )
                 + " |"
             )
     return "\n".join(lines)
+
+
+def _agreement_cells(run: dict) -> list[str]:
+    moved = f"{run['best_changed']} / {run['worst_changed']} of {run['groups']}" if "groups" in run else "-"
+    return [f"{run['mean_cer']:.4f}", f"{run['mean_abs_cer_diff']:.4f}", f"{run['max_abs_cer_diff']:.4f}", moved]

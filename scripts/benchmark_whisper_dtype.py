@@ -6,6 +6,10 @@
 
 The Whisper checkpoint comes from the recipe config, through the same keys the recipes read
 (model.whisper.pretrained, or the +whisper.pretrained=... shortcut). Each dtype runs in a fresh process.
+With a manifest that has `text` (and `group`, from synthesize_speech_manifest.py --variants), the table adds what
+GRPO uses: per-utterance CER against the text for each dtype, its mean and max difference from the reference
+(fp32), and how often a group's best and worst sample change. Timing ratios use each dtype's CPU seconds, which a
+busy shared machine does not distort the way wall clock does.
 Writes OUT.json (everything, transcripts included) and OUT.md (the table), and prints the table."""
 
 import argparse
@@ -13,7 +17,14 @@ import json
 import os
 import sys
 
-from nemo_ext.whisper_benchmark import BenchmarkSpec, audio_files, measure_dtype, render_table, run_benchmark
+from nemo_ext.whisper_benchmark import (
+    BenchmarkSpec,
+    audio_files,
+    manifest_columns,
+    measure_dtype,
+    render_table,
+    run_benchmark,
+)
 
 
 def spec_from_args(args) -> BenchmarkSpec:
@@ -31,9 +42,12 @@ def spec_from_args(args) -> BenchmarkSpec:
     for dtype in dtypes:
         parse_whisper_dtype(dtype, key="--dtypes")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    texts, groups = manifest_columns(args.audio, args.num_samples)
     return BenchmarkSpec(
         pretrained=whisper.pretrained,
         files=[os.path.abspath(f) for f in audio_files(args.audio, args.num_samples)],
+        texts=texts,
+        groups=groups,
         dtypes=dtypes,
         batch_sizes=[int(b) for b in args.batch_sizes.split(",")],
         language=args.language or None,

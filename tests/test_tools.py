@@ -39,9 +39,27 @@ def test_synthesize_speech_manifest(tmp_path):
 
 
 def test_synthesize_speech_manifest_rejects_bad_count(tmp_path):
-    result = run_script("scripts/synthesize_speech_manifest.py", str(tmp_path), "--count", "99")
+    result = run_script("scripts/synthesize_speech_manifest.py", str(tmp_path), "--count", "125")
     assert result.returncode == 2
-    assert "--count=99 is invalid; allowed: 1 to 24" in result.stderr or "espeak-ng is not installed" in result.stderr
+    assert (
+        "--count=125 is invalid; allowed: 1 to 124 for --language en" in result.stderr
+        or "espeak-ng is not installed" in result.stderr
+    )
+
+
+@pytest.mark.skipif(not shutil.which("espeak-ng"), reason="needs espeak-ng (bash scripts/install_test_tools.sh)")
+def test_synthesize_italian_groups_of_variants(tmp_path):
+    """100+ sentences per language, and each sentence spoken by several voices and speeds (one group each)."""
+    result = run_script(
+        "scripts/synthesize_speech_manifest.py", str(tmp_path), "--language", "it", "--count", "2", "--variants", "3"
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "manifest.json").read_text().splitlines()]
+    assert [r["group"] for r in rows] == [0, 0, 0, 1, 1, 1]
+    assert {r["language"] for r in rows} == {"it"} and rows[0]["text"] == "Oggi il tempo è molto bello."
+    assert len({r["duration"] for r in rows[:3]}) == 3  # other speeds: other lengths
+    too_many = run_script("scripts/synthesize_speech_manifest.py", str(tmp_path), "--language", "it", "--count", "106")
+    assert "allowed: 1 to 105 for --language it" in too_many.stderr
 
 
 @pytest.mark.e2e

@@ -6,7 +6,17 @@ import os
 import pytest
 from magpie_testing import REPO, run_script
 
-from nemo_ext.whisper_benchmark import COLUMNS, audio_files, levenshtein, sdpa_backend_from_kernels
+from nemo_ext.whisper_benchmark import (
+    AGREEMENT_COLUMNS,
+    COLUMNS,
+    add_reward_agreement,
+    audio_files,
+    best_and_worst,
+    character_error_rate,
+    levenshtein,
+    manifest_columns,
+    sdpa_backend_from_kernels,
+)
 
 
 @pytest.mark.e2e
@@ -35,7 +45,8 @@ def test_benchmark_table_and_json_on_tiny_whisper(tiny, tmp_path):
     table = (tmp_path / "bench.md").read_text()
     assert table in result.stdout
     header = next(line for line in table.splitlines() if line.startswith("| dtype"))
-    assert [c.strip() for c in header.strip("|").split("|")] == COLUMNS
+    # The tiny manifest has texts (no groups): the CER agreement columns are there.
+    assert [c.strip() for c in header.strip("|").split("|")] == COLUMNS + AGREEMENT_COLUMNS
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| dtype")]
     assert len(rows) == 4 * 2  # dtypes x batch sizes
 
@@ -56,6 +67,10 @@ def test_benchmark_table_and_json_on_tiny_whisper(tiny, tmp_path):
         run = by_dtype["fp32"]["runs"][batch]
         assert run["identical_to_reference"] == 4 and run["mean_char_levenshtein"] == 0
         assert run["median_ms"] > 0 and run["p90_ms"] >= run["median_ms"] and run["samples_per_s"] > 0
+        assert run["cpu_s"] > 0 and run["cpu_ratio"] == 1.0
+        assert run["mean_abs_cer_diff"] == 0 and len(run["cer"]) == 4 and "groups" not in run
+    # The tiny Whisper transcribes every clip as '': CER 1 against every text, in every dtype.
+    assert all(c == 1.0 for r in report["results"] for run in r["runs"].values() for c in run["cer"])
     assert all(r["peak_kind"] == "process peak RSS" and r["peak_bytes"] > 0 for r in report["results"])
     assert all(r["sdpa_backend"] == "n/a (CPU)" for r in report["results"])
 
@@ -108,3 +123,30 @@ def test_script_is_where_the_worker_launcher_expects_it():
     from nemo_ext.whisper_benchmark import SCRIPT
 
     assert os.path.samefile(SCRIPT, REPO / "scripts" / "benchmark_whisper_dtype.py")
+
+
+def test_cer_is_the_rewards_cer():
+    assert character_error_rate("Hello, World!", "hello world") == 0.0  # NeMo's process_text_for_cer on both
+    assert character_error_rate("hello word", "hello world") == pytest.approx(1 / 11)
+    assert character_error_rate("something much longer than the text", "hi") == 1.0  # clamped, as the reward is
+
+
+def test_best_and_worst_per_group_and_how_often_they_move():
+    assert best_and_worst([0.1, 0.3, 0.2, 0.5, 0.5], [0, 0, 0, 1, 2]) == {0: (0, 1)}  # single-member groups skipped
+    texts = ["a b", "a b", "a b", "c d", "c d", "c d"]
+    groups = [0, 0, 0, 1, 1, 1]
+    reference = {"runs": {"8": {"transcripts": ["a b", "a", "x y z", "c d", "c", "q"]}}}
+    # In the other dtype, group 0's best moves (sample 1 becomes exact, sample 0 degrades); group 1 is unchanged.
+    other = {"runs": {"8": {"transcripts": ["a", "a b", "x y z", "c d", "c", "q"]}}}
+    add_reward_agreement([reference, other], reference, texts, groups)
+    run = other["runs"]["8"]
+    assert (run["groups"], run["best_changed"], run["worst_changed"]) == (2, 1, 0)
+    assert run["max_abs_cer_diff"] == pytest.approx(2 / 3)
+    assert run["mean_abs_cer_diff"] == pytest.approx((2 / 3 + 2 / 3) / 6)
+    assert reference["runs"]["8"]["mean_abs_cer_diff"] == 0
+
+
+def test_manifest_columns(tiny, tmp_path):
+    texts, groups = manifest_columns(tiny.manifest, limit=2)
+    assert len(texts) == 2 and groups is None
+    assert manifest_columns(tiny.audio_dir) == (None, None)
