@@ -25,12 +25,9 @@ def draw_step_anatomy(history: list[dict[str, float]], phases: tuple[str, ...], 
     times.set_title(f"Time per phase ({ranks}, max over ranks)")
     times.legend(fontsize="small", ncol=2)
 
-    peaks = {}
-    for phase in phases:
-        values = [row[f"gpu/{phase}_peak_allocated_gb"] for row in history if f"gpu/{phase}_peak_allocated_gb" in row]
-        values = [v for v in values if not math.isnan(v)]
-        if values:
-            peaks[phase] = max(values)
+    from nemo_ext.telemetry import phase_figures
+
+    peaks = {f.phase: f.peak_gb for f in phase_figures(history, phases) if f.peak_gb is not None}
     if peaks:
         memory.barh(list(peaks), list(peaks.values()), color=[colors[phases.index(p) % len(colors)] for p in peaks])
         memory.set_xlabel("GB")

@@ -172,10 +172,15 @@ GRPO_KEYS = frozenset(
 
 # Keys this project adds, per stage (README: the `model.whisper` block, the reward model paths, and the switches).
 OUR_KEYS = frozenset({"whisper", "nemo_asr", "speaker_verification"})
-NEMO_STAGE_KEYS = {"online_po": GRPO_KEYS, "offline_po_datagen": DATAGEN_KEYS, "offline_po_dpo": DPO_KEYS}
-STAGES = {
-    "online_po": ("MagpieTTSModelOnlinePO", GRPO_KEYS | {"reference_policy_mode", "rollout_audio_files"}),
-    "offline_po_datagen": ("MagpieTTSModelOfflinePODataGen", DATAGEN_KEYS | {"datagen_seed"}),
+OUR_STAGE_KEYS = {
+    "online_po": frozenset({"reference_policy_mode", "rollout_audio_files"}),
+    "offline_po_datagen": frozenset({"datagen_seed"}),
+    "offline_po_dpo": frozenset(),
+}
+# Each stage's NeMo class and the keys it reads beyond MagpieTTSModel's.
+NEMO_STAGES = {
+    "online_po": ("MagpieTTSModelOnlinePO", GRPO_KEYS),
+    "offline_po_datagen": ("MagpieTTSModelOfflinePODataGen", DATAGEN_KEYS),
     "offline_po_dpo": ("MagpieTTSModelOfflinePO", DPO_KEYS),
 }
 
@@ -207,8 +212,8 @@ DELIBERATE_DEFAULTS = {
 
 def check_model_keys(model: DictConfig, stage: str) -> None:
     """Refuse a `model.*` key that neither the stage's NeMo class, MagpieTTSModel nor this project reads."""
-    nemo_class, stage_keys = STAGES[stage]
-    allowed = MAGPIETTS_KEYS | stage_keys | OUR_KEYS
+    nemo_class, nemo_keys = NEMO_STAGES[stage]
+    allowed = MAGPIETTS_KEYS | nemo_keys | OUR_KEYS | OUR_STAGE_KEYS[stage]
     for key in model.keys():
         if key in allowed:
             continue

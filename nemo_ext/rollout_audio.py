@@ -11,6 +11,8 @@ import io
 
 import soundfile as sf
 
+from nemo_ext.upstream_names import ModuleWith, names_replaced
+
 
 class InMemoryClips:
     """path -> the bytes NeMo's `sf.write(path, audio, rate)` would have put in that file."""
@@ -33,16 +35,6 @@ class InMemoryClips:
         return sf.read(self.source(path), *args, **kwargs)
 
 
-class _Module:
-    """A module with some functions replaced; every other attribute is the module's own."""
-
-    def __init__(self, module, **replaced):
-        self._module, self._replaced = module, replaced
-
-    def __getattr__(self, name):
-        return self._replaced[name] if name in self._replaced else getattr(self._module, name)
-
-
 def _no_save(*args, **kwargs) -> None:
     return None
 
@@ -57,12 +49,11 @@ def rollouts_in_memory(clips: InMemoryClips, anatomy=None):
     write, save = clips.write, _no_save
     if anatomy is not None:
         write, save = anatomy.wrap("audio_io", write), anatomy.wrap("audio_io", save)
-    saved = {"sf": po.sf, "torch": po.torch, "helpers_sf": helpers.sf}
-    po.sf = _Module(saved["sf"], write=write)
-    po.torch = _Module(saved["torch"], save=save)
-    helpers.sf = _Module(saved["helpers_sf"], read=clips.read)
     try:
-        yield clips
+        with (
+            names_replaced(po, sf=ModuleWith(po.sf, write=write), torch=ModuleWith(po.torch, save=save)),
+            names_replaced(helpers, sf=ModuleWith(helpers.sf, read=clips.read)),
+        ):
+            yield clips
     finally:
-        po.sf, po.torch, helpers.sf = saved["sf"], saved["torch"], saved["helpers_sf"]
         clips.clips.clear()

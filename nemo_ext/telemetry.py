@@ -21,7 +21,9 @@ import json
 import math
 import os
 import socket
+import statistics
 import warnings
+from dataclasses import dataclass
 
 import torch
 from lightning.pytorch import Callback
@@ -279,20 +281,37 @@ class WhisperMemoryMonitor(Callback):
                     self._warned_logger_failure = True
 
 
+@dataclass(frozen=True)
+class PhaseFigures:
+    phase: str
+    median_s: float  # over the steps
+    share: float  # of the steps' time
+    peak_gb: float | None  # highest CUDA peak (None without a CUDA device)
+
+
+def phase_figures(history: list[dict[str, float]], phases: tuple[str, ...]) -> list[PhaseFigures]:
+    """Each phase over logged steps (rows of reduced figures, as logged): median seconds, share, highest peak."""
+    total = sum(row["time/step_s"] for row in history) or math.nan
+    figures = []
+    for phase in phases:
+        seconds = [row.get(f"time/{phase}_s", 0.0) for row in history]
+        peaks = [row.get(f"gpu/{phase}_peak_allocated_gb", math.nan) for row in history]
+        peaks = [peak for peak in peaks if not math.isnan(peak)]
+        figures.append(
+            PhaseFigures(phase, statistics.median(seconds), sum(seconds) / total, max(peaks) if peaks else None)
+        )
+    return figures
+
+
 def phase_summary_lines(history: list[dict[str, float]], phases: tuple[str, ...]) -> list[str]:
     """One line per phase: median seconds over the logged steps, share of the steps' time, highest CUDA peak."""
     if not history:
         return []
-    total = sum(row["time/step_s"] for row in history) or math.nan
-    lines = []
-    for phase in phases:
-        seconds = sorted(row.get(f"time/{phase}_s", 0.0) for row in history)
-        median = seconds[len(seconds) // 2] if len(seconds) % 2 else sum(seconds[len(seconds) // 2 - 1 :][:2]) / 2
-        share = sum(seconds) / total
-        peaks = [row[f"gpu/{phase}_peak_allocated_gb"] for row in history if f"gpu/{phase}_peak_allocated_gb" in row]
-        peak = f", peak {max(peaks):.4g} GB" if peaks else ""
-        lines.append(f"Step anatomy: {phase:<20} median {median:.4g} s, {share:6.1%} of step time{peak}")
-    return lines
+    return [
+        f"Step anatomy: {f.phase:<20} median {f.median_s:.4g} s, {f.share:6.1%} of step time"
+        + (f", peak {f.peak_gb:.4g} GB" if f.peak_gb is not None else "")
+        for f in phase_figures(history, phases)
+    ]
 
 
 def _log_image(logger, key: str, path: str) -> None:

@@ -15,6 +15,7 @@ import librosa
 import torch
 
 from nemo_ext.config import WhisperSettings
+from nemo_ext.upstream_names import names_replaced
 from nemo_ext.whisper_dtype import from_pretrained_dtype_arg
 
 WHISPER_SAMPLE_RATE = 16000
@@ -58,13 +59,10 @@ def transcribe_with_whisper(
 
     if anatomy is not None:
         load = anatomy.wrap("audio_io", load)
-        with anatomy.phase("asr"):
-            return _transcribe(
-                audio_filepaths, language, whisper_processor, whisper_model, device, normalizer, batch_size, load
-            )
-    return _transcribe(
-        audio_filepaths, language, whisper_processor, whisper_model, device, normalizer, batch_size, load
-    )
+    with anatomy.phase("asr") if anatomy is not None else contextlib.nullcontext():
+        return _transcribe(
+            audio_filepaths, language, whisper_processor, whisper_model, device, normalizer, batch_size, load
+        )
 
 
 def _transcribe(audio_filepaths, language, whisper_processor, whisper_model, device, normalizer, batch_size, load):
@@ -112,11 +110,6 @@ def upstream_uses_working_transcription(batch_size: int | None, anatomy=None, op
     duration of the call that needs it (no import-time patching)."""
     from nemo.collections.tts.models import magpietts_preference_optimization as po
 
-    original = po.transcribe_with_whisper_from_filepaths
-    po.transcribe_with_whisper_from_filepaths = functools.partial(
-        transcribe_with_whisper, batch_size=batch_size, anatomy=anatomy, open_audio=open_audio
-    )
-    try:
+    working = functools.partial(transcribe_with_whisper, batch_size=batch_size, anatomy=anatomy, open_audio=open_audio)
+    with names_replaced(po, transcribe_with_whisper_from_filepaths=working):
         yield
-    finally:
-        po.transcribe_with_whisper_from_filepaths = original

@@ -77,7 +77,7 @@ def whisper_section(args, work: str, tiny) -> list[str]:
 
 
 def grpo_section(args, work: str, tiny) -> list[str]:
-    from nemo_ext.telemetry import GRPO_PHASES
+    from nemo_ext.telemetry import GRPO_PHASES, phase_figures
     from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
 
     runs = os.path.join(work, "runs")
@@ -105,12 +105,9 @@ def grpo_section(args, work: str, tiny) -> list[str]:
         "| phase | median s | share of step | CUDA peak GB |",
         "|---|---|---|---|",
     ]
-    total = sum(row["time/step_s"] for row in measured)
-    for phase in GRPO_PHASES:
-        seconds = [row[f"time/{phase}_s"] for row in measured]
-        peaks = [row[f"gpu/{phase}_peak_allocated_gb"] for row in measured if f"gpu/{phase}_peak_allocated_gb" in row]
-        peak = f"{max(peaks):.4g}" if peaks else "-"
-        lines.append(f"| {phase} | {statistics.median(seconds):.4g} | {sum(seconds) / total:.1%} | {peak} |")
+    for figures in phase_figures(measured, GRPO_PHASES):
+        peak = f"{figures.peak_gb:.4g}" if figures.peak_gb is not None else "-"
+        lines.append(f"| {figures.phase} | {figures.median_s:.4g} | {figures.share:.1%} | {peak} |")
     step = statistics.median(row["time/step_s"] for row in measured)
     lines += ["", f"Median step: {step:.4g} s."]
     for key, label in (

@@ -17,11 +17,7 @@ RECIPES = {"online_po": online_po, "offline_po_datagen": offline_po_datagen, "of
 def test_pinned_keys_are_what_nemos_source_reads():
     base = set().union(*(keys_read_by_module(m) for m in model_keys.BASE_MODULES))
     assert base == model_keys.MAGPIETTS_KEYS, "NeMo changed: regenerate nemo_ext/model_keys.py"
-    for pinned, cls in (
-        (model_keys.GRPO_KEYS, "MagpieTTSModelOnlinePO"),
-        (model_keys.DATAGEN_KEYS, "MagpieTTSModelOfflinePODataGen"),
-        (model_keys.DPO_KEYS, "MagpieTTSModelOfflinePO"),
-    ):
+    for cls, pinned in model_keys.NEMO_STAGES.values():
         assert keys_read_by_class(model_keys.PO_MODULE, cls) - base == pinned, cls
 
 
@@ -69,10 +65,10 @@ def test_every_default_that_is_not_nemos_is_listed_with_its_reason(stage):
 
     from nemo_ext.nemo_source_keys import code_defaults_for
 
-    nemo_class, _ = model_keys.STAGES[stage]
+    nemo_class, stage_keys = model_keys.NEMO_STAGES[stage]
     nemo_defaults = code_defaults_for(model_keys.PO_MODULE, nemo_class, model_keys.BASE_MODULES)
     ours = OmegaConf.to_container(compose(stage, ["init_from_ptl_ckpt=/x", "codecmodel_path=/x"]).model)
-    nemo_keys = model_keys.MAGPIETTS_KEYS | model_keys.NEMO_STAGE_KEYS[stage]
+    nemo_keys = model_keys.MAGPIETTS_KEYS | stage_keys
     differing = {
         key
         for key, value in ours.items()

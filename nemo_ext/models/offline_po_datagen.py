@@ -151,7 +151,7 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
                 self.device,
                 normalizer=normalizer,
                 batch_size=self.whisper_settings.batch_size,
-                anatomy=self.step_anatomy if self.step_anatomy.enabled else None,
+                anatomy=self.step_anatomy,
             )
             return [process_text_for_cer(t) for t in texts]
         except Exception as error:

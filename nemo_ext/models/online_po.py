@@ -137,14 +137,13 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
     ):
         batch_size = self.whisper_settings.batch_size if self.whisper_settings else None
         anatomy = self.step_anatomy
-        timed = anatomy if anatomy.enabled else None
         in_memory = self._rollout_clips is not None
         # `reward` holds the whole rollout: generation, codec decode, audio I/O, ASR and speaker verification are
         # phases inside it; its own seconds are NeMo's reward arithmetic.
         with (
             anatomy.phase("reward"),
-            rollouts_in_memory(self._rollout_clips, timed) if in_memory else contextlib.nullcontext(),
-            upstream_uses_working_transcription(batch_size, timed, self._rollout_clips.source if in_memory else None),
+            rollouts_in_memory(self._rollout_clips, anatomy) if in_memory else contextlib.nullcontext(),
+            upstream_uses_working_transcription(batch_size, anatomy, self._rollout_clips.source if in_memory else None),
             upstream_reward_phases_timed(anatomy, audio_files=not in_memory),
         ):
             return super().generate_and_reward(
