@@ -285,15 +285,18 @@ def test_nemo_cannot_initialize_from_a_lightning_checkpoint_under_torch_2_6_and_
         torch.load(tiny.reference_checkpoint, map_location="cpu")  # an inner context does not end the outer one
 
 
-def test_rollouts_in_memory_reach_the_reward_models_as_the_files_would(tiny_config, tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize("reward_asr", ["whisper", "nemo"])
+def test_rollouts_in_memory_reach_the_reward_models_as_the_files_would(
+    reward_asr, tiny_config, tiny, tmp_path, monkeypatch
+):
     """`model.rollout_audio_files: false` (the default): the clips are encoded as NeMo's wav files would be and read
-    from memory. Rewards, losses and weights equal those of the file round trip (`true`, NeMo's way), and no wav
-    or codes file is written."""
+    from memory (by Whisper, NeMo ASR and the speaker model). Rewards, transcripts, losses and weights equal those
+    of the file round trip (`true`, NeMo's way), and no wav or codes file is written."""
     redirect_nemo_hub(monkeypatch, tiny)
     runs = {}
     for files in (False, True):
         cfg, model_cfg = grpo_config(
-            tiny_config, "model.reward_asr_model=whisper", f"model.rollout_audio_files={files}"
+            tiny_config, f"model.reward_asr_model={reward_asr}", f"model.rollout_audio_files={files}"
         )
         runs[files] = train(MagpieTTSOnlinePO, cfg, model_cfg, str(tmp_path), f"files_{files}")
     assert_same_steps(runs[False], runs[True])

@@ -81,9 +81,11 @@ def test_reward_path_benchmark_writes_its_table(tiny, tmp_path):
     result = run_script("scripts/benchmark_reward_path.py", "--steps", "6", "--tiny-root", tiny.root, "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     table = out.read_text()
-    for phase in ("audio_io", "asr", "speaker_verification", "total"):
-        assert f"| {phase} | " in table
-    assert "Steps per path: 2 (files), 2 (memory)" in table
+    for reward_asr in ("whisper", "nemo"):
+        section = table.split(f"## `model.reward_asr_model={reward_asr}`")[1].split("## ")[0]
+        for phase in ("audio_io", "asr", "speaker_verification", "total"):
+            assert f"| {phase} | " in section
+        assert "Steps per path: 2 (files), 2 (memory)" in section
 
 
 @pytest.mark.e2e

@@ -90,9 +90,9 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
         self.max_decoder_steps = self.cfg.get("max_decoder_steps", 430)
         self._normalize_whisper_transcript = self.cfg.get("normalize_whisper_transcript", True)
         self._normalizer_cache = {}
-        # Rollout clips stay in memory unless asked for as files; NeMo ASR reads files itself, so with the NeMo
-        # reward they are written as before.
-        keep_in_memory = not self.cfg.get("rollout_audio_files", False) and reward_asr == "whisper"
+        # Rollout clips stay in memory unless asked for as files. PESQ reads them back with torchaudio.load (a
+        # path it opens itself), so with PESQ on they are written as NeMo does.
+        keep_in_memory = not self.cfg.get("rollout_audio_files", False) and not self.cfg.get("use_pesq", False)
         self._rollout_clips = InMemoryClips() if keep_in_memory else None
         self.best_cer_threshold = self.cfg.get("best_cer_threshold", 1.0)
         self.worst_cer_threshold = self.cfg.get("worst_cer_threshold", 1.0)
@@ -142,7 +142,9 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
         # phases inside it; its own seconds are NeMo's reward arithmetic.
         with (
             anatomy.phase("reward"),
-            rollouts_in_memory(self._rollout_clips, anatomy) if in_memory else contextlib.nullcontext(),
+            rollouts_in_memory(self._rollout_clips, anatomy, getattr(self, "eval_asr_model", None))
+            if in_memory
+            else contextlib.nullcontext(),
             upstream_uses_working_transcription(batch_size, anatomy, self._rollout_clips.source if in_memory else None),
             upstream_reward_phases_timed(anatomy, audio_files=not in_memory),
         ):
