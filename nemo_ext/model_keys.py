@@ -6,6 +6,7 @@ which nothing reads (NeMo reads `n_generations_per_item`)."""
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
@@ -170,18 +171,184 @@ GRPO_KEYS = frozenset(
 )
 
 
+# EasyMagpieTTS (NeMo's decoder-only family): its base classes' keys, and its GRPO class's beyond them.
+EASY_PO_MODULE = "nemo.collections.tts.models.easy_magpietts_preference_optimization"
+EASY_BASE_MODULES = (
+    "nemo.collections.tts.models.easy_magpietts_inference",
+    "nemo.collections.tts.models.easy_magpietts",
+    "nemo.core.classes.modelPT",
+)
+
+EASY_MAGPIETTS_KEYS = frozenset(
+    {
+        "add_language_to_context_text",
+        "audio_embedding_dim",
+        "cfg_unconditional_prob",
+        "chakra_profile",
+        "codecmodel_path",
+        "context_duration_max",
+        "context_duration_min",
+        "dataloader_params",
+        "dataset",
+        "decoder_type",
+        "disable_cas_for_context_text",
+        "disable_lm_text_head",
+        "disable_subword_embedding",
+        "dropout_text_input_prob",
+        "dump_debug_info",
+        "dump_debug_info_to_file",
+        "embedding_dim",
+        "exclude",
+        "frame_stacking_factor",
+        "freeze_updates",
+        "hidden_dim",
+        "ignore_phoneme_languages",
+        "include",
+        "inference_use_cfg_in_val",
+        "init_from_nemo_model",
+        "init_from_pretrained_model",
+        "init_from_ptl_ckpt",
+        "init_strict",
+        "is_frozen",
+        "load_cached_codes_if_available",
+        "local_transformer_hidden_dim",
+        "local_transformer_loss_scale",
+        "local_transformer_n_heads",
+        "local_transformer_n_layers",
+        "local_transformer_type",
+        "memory_profile",
+        "model",
+        "modules",
+        "name",
+        "nemo_version",
+        "nemotron_h_config",
+        "nsys_profile",
+        "optim",
+        "optim_param_groups",
+        "parallel_codebook_loss_scale",
+        "path",
+        "phoneme_as_text_prob",
+        "phoneme_confidence_unk_threshold",
+        "phoneme_corruption_batch_prob",
+        "phoneme_corruption_timestep_ratio",
+        "phoneme_corruption_type",
+        "phoneme_corruption_unk_mode_prob",
+        "phoneme_loss_weight",
+        "phoneme_stacking_factor",
+        "phoneme_tokenizer",
+        "pronunciation_control_g2p",
+        "router_load_balancing_loss_coeff",
+        "router_z_loss_coeff",
+        "run_val_inference",
+        "setter",
+        "speaker_encoder",
+        "speaker_encoder_d_ffn",
+        "speaker_encoder_kernel_size",
+        "speaker_encoder_n_heads",
+        "speaker_encoder_n_layers",
+        "speaker_encoder_p_dropout",
+        "streaming_phonemes_delay",
+        "streaming_speech_delay",
+        "target",
+        "test_ds",
+        "text_conditioning_tokenizer_name",
+        "text_input_mode",
+        "text_tokenizers",
+        "train_ds",
+        "train_shuffle_context_embedding_prob",
+        "training_modes",
+        "transformer_hf_backend",
+        "use_bpe_char_tokenizer",
+        "use_lhotse",
+        "use_meta_init_for_decoder",
+        "use_moe",
+        "use_multilingual_asr",
+        "use_scl_loss",
+        "use_speaker_encoder",
+        "use_utmos",
+        "utmos_batch_size",
+        "utmos_num_workers",
+        "validation_ds",
+        "vector_quantizer",
+        "volume_norm",
+    }
+)
+
+EASY_GRPO_KEYS = frozenset(
+    {
+        "aux_phoneme_loss_weight",
+        "batch_size_for_chunked_tf",
+        "best_cer_threshold",
+        "best_ssim_achievable",
+        "best_utmos_achievable",
+        "cer_reward_weight",
+        "entropy_coeff",
+        "grpo_beta",
+        "gt_phoneme_input_prob",
+        "inference_cfg_prob",
+        "inference_cfg_scale",
+        "inference_phoneme_sampling_method",
+        "inference_temperature",
+        "inference_topk",
+        "loss_type",
+        "max_decoder_steps",
+        "max_grad_norm",
+        "max_valid_codes_len",
+        "mean_cer_dataset",
+        "mean_ssim_dataset",
+        "mean_utmos_dataset",
+        "min_valid_codes_len",
+        "n_generations_per_item",
+        "normalize_whisper_transcript",
+        "po_groups_per_subbatch",
+        "reference_free",
+        "reference_model_ckpt_path",
+        "reward_asr_model",
+        "reward_asr_model_name",
+        "scale_rewards",
+        "speaker_verification_model_name",
+        "ssim_reward_weight",
+        "use_local_transformer_prob",
+        "utmos_reward_weight",
+        "worst_cer_threshold",
+    }
+)
+
 # Keys this project adds, per stage (README: the `model.whisper` block, the reward model paths, and the switches).
 OUR_KEYS = frozenset({"whisper", "nemo_asr", "speaker_verification"})
 OUR_STAGE_KEYS = {
     "online_po": frozenset({"reference_policy_mode", "rollout_audio_files"}),
     "offline_po_datagen": frozenset({"datagen_seed"}),
     "offline_po_dpo": frozenset(),
+    "easy_online_po": frozenset(),
 }
-# Each stage's NeMo class and the keys it reads beyond MagpieTTSModel's.
+# Each stage's NeMo class and the keys it reads beyond its model family's (MAGPIETTS_KEYS or EASY_MAGPIETTS_KEYS).
 NEMO_STAGES = {
     "online_po": ("MagpieTTSModelOnlinePO", GRPO_KEYS),
     "offline_po_datagen": ("MagpieTTSModelOfflinePODataGen", DATAGEN_KEYS),
     "offline_po_dpo": ("MagpieTTSModelOfflinePO", DPO_KEYS),
+    "easy_online_po": ("EasyMagpieTTSModelOnlinePO", EASY_GRPO_KEYS),
+}
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    name: str  # the base class, for messages
+    keys: frozenset[str]
+    po_module: str
+    base_modules: tuple[str, ...]
+
+
+MAGPIETTS = ModelFamily("MagpieTTSModel", MAGPIETTS_KEYS, PO_MODULE, BASE_MODULES)
+EASY_MAGPIETTS = ModelFamily("EasyMagpieTTSModel", EASY_MAGPIETTS_KEYS, EASY_PO_MODULE, EASY_BASE_MODULES)
+STAGE_FAMILY = {stage: EASY_MAGPIETTS if stage.startswith("easy_") else MAGPIETTS for stage in NEMO_STAGES}
+
+# NeMo keys this project reads under another name: refused with the key to use instead.
+REPLACED_KEYS = {
+    "easy_online_po": {
+        "reward_asr_model_name": "model.nemo_asr.pretrained",
+        "speaker_verification_model_name": "model.speaker_verification.pretrained",
+    },
 }
 
 
@@ -203,6 +370,13 @@ DELIBERATE_DEFAULTS = {
         "true (NeMo: false). DataGen only generates: the KV cache decodes each step incrementally instead of "
         "re-running the whole prefix"
     ),
+    ("easy_online_po", "reward_asr_model"): (
+        "whisper (NeMo: nemo). As for MagpieTTS: the CER reward for every language, in `whisper.dtype`"
+    ),
+    ("easy_online_po", "grpo_beta"): (
+        "0.01 (NeMo's EasyMagpieTTS GRPO: 0.0, which loads the reference policy and then gives its KL no weight). "
+        "The same KL weight as this project's MagpieTTS GRPO; reference_free: true drops the reference instead"
+    ),
     ("offline_po_datagen", "load_whisper_model"): (
         "null (NeMo: false): Whisper is loaded exactly when the language is scored with it (not English); "
         "false with a non-English language is refused"
@@ -211,16 +385,20 @@ DELIBERATE_DEFAULTS = {
 
 
 def check_model_keys(model: DictConfig, stage: str) -> None:
-    """Refuse a `model.*` key that neither the stage's NeMo class, MagpieTTSModel nor this project reads."""
+    """Refuse a `model.*` key that neither the stage's NeMo class, its model family nor this project reads."""
     nemo_class, nemo_keys = NEMO_STAGES[stage]
-    allowed = MAGPIETTS_KEYS | nemo_keys | OUR_KEYS | OUR_STAGE_KEYS[stage]
+    family = STAGE_FAMILY[stage]
+    replaced = REPLACED_KEYS.get(stage, {})
+    allowed = (family.keys | nemo_keys | OUR_KEYS | OUR_STAGE_KEYS[stage]) - set(replaced)
     for key in model.keys():
         if key in allowed:
             continue
+        if key in replaced:
+            raise ConfigError(f"model.{key}", model.get(key), f"unset: this recipe reads it as {replaced[key]}")
         close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
         hint = f"; did you mean `{close[0]}`?" if close else ""
         raise ConfigError(
             f"model.{key}",
             model.get(key),
-            f"a key that {nemo_class}, MagpieTTSModel or this recipe reads (no code reads `{key}`){hint}",
+            f"a key that {nemo_class}, {family.name} or this recipe reads (no code reads `{key}`){hint}",
         )

@@ -16,10 +16,12 @@ from omegaconf import OmegaConf
 
 from nemo_ext.compat import backport_tar_extraction_filter
 
-FIXTURES_VERSION = 2
+FIXTURES_VERSION = 4
 SAMPLE_RATE = 22050
 SAMPLES_PER_FRAME = 1024
 FSQ_LEVELS = [4, 4]
+# EasyMagpieTTS samples its argmax codes with a fixed top-k of 80: a codebook needs at least that many entries.
+EASY_FSQ_LEVELS = [8, 4, 4]
 NUM_CODEBOOKS = 2
 TEXTS = ["hello world.", "a tiny test.", "guten tag.", "short phrase here."]
 LANGUAGE = "de"  # not "en": DataGen scores non-English with Whisper, the model this project is about
@@ -37,6 +39,9 @@ class TinyFixtures:
     whisper: str
     reference_checkpoint: str
     whisper_param_count: int
+    easy_codec: str
+    easy_backbone: str  # a tiny local Hugging Face causal-LM config (EasyMagpieTTS's `transformer_hf_backend`)
+    easy_reference_checkpoint: str
 
 
 def build_tiny_fixtures(root: str, force: bool = False) -> TinyFixtures:
@@ -64,8 +69,12 @@ def build_tiny_fixtures(root: str, force: bool = False) -> TinyFixtures:
         whisper=os.path.join(root, "whisper-tiny"),
         reference_checkpoint=os.path.join(root, "magpie_reference.ckpt"),
         whisper_param_count=_save_tiny_whisper(os.path.join(root, "whisper-tiny")),
+        easy_codec=_save(_tiny_codec(EASY_FSQ_LEVELS), os.path.join(root, "easy_codec.nemo")),
+        easy_backbone=_save_tiny_causal_lm_config(os.path.join(root, "easy-backbone")),
+        easy_reference_checkpoint=os.path.join(root, "easy_magpie_reference.ckpt"),
     )
     _save_reference_checkpoint(fixtures)
+    _save_easy_reference_checkpoint(fixtures)
     with open(marker, "w") as f:
         json.dump({"version": FIXTURES_VERSION, **asdict(fixtures)}, f, indent=1)
     return fixtures
@@ -120,10 +129,10 @@ def _write_jsonl(path, rows):
         f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
-def _tiny_codec():
+def _tiny_codec(levels=FSQ_LEVELS):
     from nemo.collections.tts.models import AudioCodecModel
 
-    latent = NUM_CODEBOOKS * len(FSQ_LEVELS)
+    latent = NUM_CODEBOOKS * len(levels)
     cfg = {
         "sample_rate": SAMPLE_RATE,
         "samples_per_frame": SAMPLES_PER_FRAME,
@@ -157,7 +166,7 @@ def _tiny_codec():
         "vector_quantizer": {
             "_target_": "nemo.collections.tts.modules.audio_codec_modules.GroupFiniteScalarQuantizer",
             "num_groups": NUM_CODEBOOKS,
-            "num_levels_per_group": FSQ_LEVELS,
+            "num_levels_per_group": levels,
         },
         # No discriminator: the real one downloads microsoft/wavlm-base-plus.
         "generator_loss": {"_target_": "nemo.collections.tts.losses.audio_codec_loss.GeneratorSquaredLoss"},
@@ -392,4 +401,61 @@ def _save_reference_checkpoint(fixtures: TinyFixtures) -> None:
     torch.save(
         {"state_dict": model.state_dict(), "hyper_parameters": {"cfg": OmegaConf.create(architecture)}},
         fixtures.reference_checkpoint,
+    )
+
+
+def _save_tiny_causal_lm_config(path: str) -> str:
+    """A tiny Llama config in a local folder: what `AutoConfig.from_pretrained` reads for EasyMagpieTTS's
+    backbone (real checkpoints name a hub model such as a Qwen; the weights come from the checkpoint)."""
+    from transformers import LlamaConfig
+
+    LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    ).save_pretrained(path)
+    return path
+
+
+def tiny_easy_magpie_architecture(codec_path: str, backbone: str) -> dict:
+    """The `model` config of a tiny EasyMagpieTTS (decoder-only, Hugging Face backbone), without datasets."""
+    chars = {
+        "_target_": "nemo.collections.common.tokenizers.text_to_speech.tts_tokenizers.EnglishCharsTokenizer",
+        "punct": True,
+        "apostrophe": True,
+        "pad_with_space": False,
+    }
+    return {
+        "codecmodel_path": codec_path,
+        # As real EasyMagpieTTS checkpoints: the codes are re-indexed through the model's own quantizer (NeMo's
+        # PO step converts codes unconditionally, so a config without one cannot train there).
+        "vector_quantizer": {
+            "_target_": "nemo.collections.tts.modules.audio_codec_modules.GroupFiniteScalarQuantizer",
+            "num_groups": NUM_CODEBOOKS,
+            "num_levels_per_group": EASY_FSQ_LEVELS,
+        },
+        "text_tokenizers": {"english_phoneme": dict(chars)},
+        "transformer_hf_backend": backbone,
+        "embedding_dim": 32,
+        "hidden_dim": 32,
+        "context_duration_min": 1.0,
+        "context_duration_max": 1.0,
+        "load_cached_codes_if_available": True,
+        "optim": {"_target_": "torch.optim.AdamW", "lr": 1e-4, "sched": {"name": "ExponentialLR", "gamma": 0.998}},
+    }
+
+
+def _save_easy_reference_checkpoint(fixtures: TinyFixtures) -> None:
+    from nemo.collections.tts.models.easy_magpietts import EasyMagpieTTSModel
+
+    architecture = tiny_easy_magpie_architecture(fixtures.easy_codec, fixtures.easy_backbone)
+    torch.manual_seed(0)
+    model = EasyMagpieTTSModel(cfg=OmegaConf.create(architecture))
+    torch.save(
+        {"state_dict": model.state_dict(), "hyper_parameters": {"cfg": OmegaConf.create(architecture)}},
+        fixtures.easy_reference_checkpoint,
     )

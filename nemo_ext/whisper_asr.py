@@ -103,13 +103,15 @@ def _transcribe(audio_filepaths, language, whisper_processor, whisper_model, dev
 
 
 @contextlib.contextmanager
-def upstream_uses_working_transcription(batch_size: int | None, anatomy=None, open_audio=None):
-    """While active, NeMo's PO module calls `transcribe_with_whisper` instead of its broken helper.
+def upstream_uses_working_transcription(batch_size: int | None, anatomy=None, open_audio=None, module=None):
+    """While active, NeMo's PO module (or `module`, another NeMo module that imported the helper) calls
+    `transcribe_with_whisper` instead of its broken helper.
 
-    The PO module imported the helper by name, so the name is swapped in that module only, and only for the
+    The module imported the helper by name, so the name is swapped in that module only, and only for the
     duration of the call that needs it (no import-time patching)."""
-    from nemo.collections.tts.models import magpietts_preference_optimization as po
+    if module is None:
+        from nemo.collections.tts.models import magpietts_preference_optimization as module
 
     working = functools.partial(transcribe_with_whisper, batch_size=batch_size, anatomy=anatomy, open_audio=open_audio)
-    with names_replaced(po, transcribe_with_whisper_from_filepaths=working):
+    with names_replaced(module, transcribe_with_whisper_from_filepaths=working):
         yield

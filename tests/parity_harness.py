@@ -103,17 +103,31 @@ def _trainer(root: str, label: str, steps: int, callbacks: list, test: bool = Fa
     )
 
 
-def build(model_class, cfg, model_cfg, trainer):
+def build(model_class, cfg, model_cfg, trainer, plain_init: bool = False):
     """The model, initialized from `cfg.init_from_ptl_ckpt` as the recipes do it: with OmegaConf configs allowed
-    in torch's safe loader (NeMo 3.0.0 cannot load a Lightning checkpoint under torch >= 2.6 otherwise)."""
+    in torch's safe loader (NeMo 3.0.0 cannot load a Lightning checkpoint under torch >= 2.6 otherwise).
+    `plain_init`: the weights go in through torch's own `Module.load_state_dict` (non-strict), for a class whose
+    `load_state_dict` cannot take the checkpoint (NeMo's EasyMagpieTTS GRPO with a reference policy)."""
     with configs_in_checkpoints_allowed():
         model = model_class(cfg=copy.deepcopy(model_cfg), trainer=trainer)
-        model.maybe_init_from_pretrained_checkpoint(cfg=copy.deepcopy(cfg))  # NeMo pops the key from its argument
+        if plain_init:
+            checkpoint = torch.load(cfg.init_from_ptl_ckpt, map_location="cpu")
+            torch.nn.Module.load_state_dict(model, checkpoint["state_dict"], strict=False)
+        else:
+            model.maybe_init_from_pretrained_checkpoint(cfg=copy.deepcopy(cfg))  # NeMo pops the key from its argument
     return model
 
 
 def train(
-    model_class, cfg, model_cfg, root: str, label: str, steps: int = 2, seed: int = 1234, ckpt_path: str | None = None
+    model_class,
+    cfg,
+    model_cfg,
+    root: str,
+    label: str,
+    steps: int = 2,
+    seed: int = 1234,
+    ckpt_path: str | None = None,
+    plain_init: bool = False,
 ) -> ParityRun:
     """Build `model_class` from `model_cfg`, initialize it from `cfg.init_from_ptl_ckpt`, seed, and train `steps`
     steps, recording each step's logged values, learning rate and per-item metrics."""
@@ -122,7 +136,7 @@ def train(
     run = ParityRun()
     recorder = _step_recorder(run, lambda trainer: os.path.join(trainer.logger.log_dir, "audios"))
     trainer = _trainer(root, label, steps, [recorder])
-    model = build(model_class, cfg, model_cfg, trainer)
+    model = build(model_class, cfg, model_cfg, trainer, plain_init=plain_init)
     # Building the models draws different amounts of random numbers (the classes load reward models in another
     # order); the comparison starts here.
     pl.seed_everything(seed, verbose=False)

@@ -4,7 +4,7 @@ import pytest
 from magpie_testing import PRIMARY_CONFIGS, compose
 from omegaconf import OmegaConf
 
-STAGES = ["online_po", "offline_po_datagen", "offline_po_dpo"]  # the stages that load models
+STAGES = ["online_po", "easy_online_po", "offline_po_datagen", "offline_po_dpo"]  # the stages that load models
 MODEL_CONFIGS = [name for name in PRIMARY_CONFIGS if not name.startswith("offline_po_pairs")]
 
 
@@ -69,5 +69,7 @@ def test_online_po_declares_grpo_keys():
 def test_tiny_config_resolves_completely(name, tiny):
     cfg = compose(name, [f"tiny_root={tiny.root}"])
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert container["init_from_ptl_ckpt"] == tiny.reference_checkpoint
+    easy = name.startswith("easy_")
+    assert container["init_from_ptl_ckpt"] == (tiny.easy_reference_checkpoint if easy else tiny.reference_checkpoint)
+    assert container["codecmodel_path"] == (tiny.easy_codec if easy else tiny.codec)
     assert container["model"]["whisper"]["pretrained"] == tiny.whisper

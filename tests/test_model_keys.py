@@ -9,16 +9,23 @@ from magpie_testing import PRIMARY_CONFIGS, compose
 from nemo_ext import model_keys
 from nemo_ext.errors import ConfigError
 from nemo_ext.nemo_source_keys import keys_read, keys_read_by_class, keys_read_by_module
-from nemo_ext.recipes import offline_po_datagen, offline_po_dpo, online_po
+from nemo_ext.recipes import easy_online_po, offline_po_datagen, offline_po_dpo, online_po
 
-RECIPES = {"online_po": online_po, "offline_po_datagen": offline_po_datagen, "offline_po_dpo": offline_po_dpo}
+RECIPES = {
+    "online_po": online_po,
+    "offline_po_datagen": offline_po_datagen,
+    "offline_po_dpo": offline_po_dpo,
+    "easy_online_po": easy_online_po,
+}
 
 
 def test_pinned_keys_are_what_nemos_source_reads():
-    base = set().union(*(keys_read_by_module(m) for m in model_keys.BASE_MODULES))
-    assert base == model_keys.MAGPIETTS_KEYS, "NeMo changed: regenerate nemo_ext/model_keys.py"
-    for cls, pinned in model_keys.NEMO_STAGES.values():
-        assert keys_read_by_class(model_keys.PO_MODULE, cls) - base == pinned, cls
+    for family in (model_keys.MAGPIETTS, model_keys.EASY_MAGPIETTS):
+        base = set().union(*(keys_read_by_module(m) for m in family.base_modules))
+        assert base == family.keys, f"NeMo changed {family.name}: regenerate nemo_ext/model_keys.py"
+    for stage, (cls, pinned) in model_keys.NEMO_STAGES.items():
+        family = model_keys.STAGE_FAMILY[stage]
+        assert keys_read_by_class(family.po_module, cls) - family.keys == pinned, cls
 
 
 def test_the_scanner_finds_every_way_of_reading_a_key():
@@ -42,6 +49,7 @@ def test_every_key_the_stage_configs_declare_is_read(config_name):
         ("online_po", "+model.grpo_betta=0.1", "grpo_beta"),
         ("offline_po_dpo", "+model.dpo_loss=ipo", "dpo_loss_type"),
         ("offline_po_datagen", "+model.pref_language=it", "pref_set_language"),
+        ("easy_online_po", "+model.entropy_coef=0.01", "entropy_coeff"),
     ],
 )
 def test_a_key_nobody_reads_is_refused_with_a_suggestion(tiny_config, tmp_path, stage, typo, meant):
@@ -66,9 +74,10 @@ def test_every_default_that_is_not_nemos_is_listed_with_its_reason(stage):
     from nemo_ext.nemo_source_keys import code_defaults_for
 
     nemo_class, stage_keys = model_keys.NEMO_STAGES[stage]
-    nemo_defaults = code_defaults_for(model_keys.PO_MODULE, nemo_class, model_keys.BASE_MODULES)
+    family = model_keys.STAGE_FAMILY[stage]
+    nemo_defaults = code_defaults_for(family.po_module, nemo_class, family.base_modules)
     ours = OmegaConf.to_container(compose(stage, ["init_from_ptl_ckpt=/x", "codecmodel_path=/x"]).model)
-    nemo_keys = model_keys.MAGPIETTS_KEYS | stage_keys
+    nemo_keys = family.keys | stage_keys
     differing = {
         key
         for key, value in ours.items()

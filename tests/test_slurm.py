@@ -57,7 +57,7 @@ def tiny_args(stage, fixtures):
     return ["--config-name", f"{stage}_tiny", f"tiny_root={fixtures.root}"]
 
 
-@pytest.mark.parametrize("stage", ["online_po", "offline_po_datagen", "offline_po_dpo"])
+@pytest.mark.parametrize("stage", ["online_po", "easy_online_po", "offline_po_datagen", "offline_po_dpo"])
 def test_missing_input_fails_on_the_login_node_and_queues_nothing(slurm, tmp_path, tiny, stage):
     started = time.monotonic()
     result = submit(slurm, tmp_path, stage, *tiny_args(stage, tiny), "codecmodel_path=/no/codec.nemo")
@@ -94,6 +94,20 @@ def test_grpo_job_runs_two_ranks(slurm, tmp_path, tiny):
     assert {a.split("_")[1] for a in audios if a.endswith("_metrics.json")} == {"audioRank0", "audioRank1"}
     [run_file] = find_offline_runs(str(tmp_path / "runs"))
     assert read_offline_run(run_file).group == job
+
+
+def test_easy_grpo_job_runs_two_ranks(slurm, tmp_path, tiny):
+    result = submit(slurm, tmp_path, "easy_online_po", *tiny_args("easy_online_po", tiny), "+whisper.dtype=bf16")
+    job = job_id(result)
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert result.returncode == 0, output[-4000:]
+    assert f"[magpie] job {job} (restart 0): easy_online_po on 1 node(s) x 2 task(s)" in output
+    log_dir = tmp_path / "runs" / "tiny_easy_online_po" / job
+    assert json.loads((log_dir / "state" / "run_state.json").read_text())["status"] == "finished"
+    for rank in (0, 1):
+        rows = read_jsonl(log_dir / "memory" / f"rank{rank}.jsonl")
+        assert {(r["cluster_environment"], r["world_size"]) for r in rows} == {("SLURMEnvironment", 2)}
+        assert rows[0]["whisper/weights_bytes"] == tiny.whisper_param_count * 2
 
 
 def test_datagen_job_scores_every_item_across_two_ranks(slurm, tmp_path, tiny):

@@ -30,10 +30,14 @@ FROZEN_SUBMODULES = (
 
 
 class RewardModelsMixin:
-    """Mixed in before a MagpieTTSModel subclass."""
+    """Mixed in before a MagpieTTSModel (or EasyMagpieTTSModel) subclass. The attribute names are NeMo's for
+    that family (EasyMagpieTTS keeps its reward models under `_eval_*`)."""
 
     whisper_settings: WhisperSettings | None = None
     whisper_dtype_at_load: torch.dtype | None = None
+    frozen_submodule_names: tuple[str, ...] = FROZEN_SUBMODULES
+    nemo_asr_attribute = "eval_asr_model"
+    speaker_verification_attribute = "eval_speaker_verification_model"
 
     def _init_telemetry(self) -> None:
         """Phase timing (off until the telemetry callback switches it on). The codec decode runs inside NeMo's
@@ -72,18 +76,21 @@ class RewardModelsMixin:
 
     def _load_nemo_asr(self, cfg: DictConfig) -> None:
         settings = NemoModelSettings.from_config(cfg.get("nemo_asr"), "model.nemo_asr", DEFAULT_NEMO_ASR)
-        self.eval_asr_model = load_nemo_asr_model(settings)
+        model = load_nemo_asr_model(settings)
         # NeMo calls it by file paths: reading the files is part of this phase.
-        self.eval_asr_model.transcribe = self.step_anatomy.wrap("asr", self.eval_asr_model.transcribe)
+        model.transcribe = self.step_anatomy.wrap("asr", model.transcribe)
+        setattr(self, self.nemo_asr_attribute, model)
 
     def _load_speaker_verification(self, cfg: DictConfig) -> None:
         settings = NemoModelSettings.from_config(
             cfg.get("speaker_verification"), "model.speaker_verification", DEFAULT_SPEAKER_VERIFICATION
         )
-        self.eval_speaker_verification_model = load_speaker_verification_model(settings)
+        setattr(self, self.speaker_verification_attribute, load_speaker_verification_model(settings))
 
     def frozen_submodules(self) -> dict[str, torch.nn.Module]:
-        return {name: getattr(self, name) for name in FROZEN_SUBMODULES if getattr(self, name, None) is not None}
+        return {
+            name: getattr(self, name) for name in self.frozen_submodule_names if getattr(self, name, None) is not None
+        }
 
     def setup(self, stage: str | None = None):
         # Runs before Lightning wraps the model in DDP (Trainer._run: setup hook, then strategy.setup).
@@ -128,7 +135,7 @@ class RewardModelsMixin:
 
     def _get_state_dict_keys_to_exclude(self):
         # MagpieTTSModel uses this list for both checkpoints and optimizer param groups.
-        return list(super()._get_state_dict_keys_to_exclude()) + list(FROZEN_SUBMODULES)
+        return list(super()._get_state_dict_keys_to_exclude()) + list(self.frozen_submodule_names)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # A checkpoint from NeMo's own PO recipe holds optimizer state for the reward models too (NeMo never

@@ -47,7 +47,7 @@ MAY_CHANGE_ON_RESUME = (
 
 RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"
 # Stages whose finished run can be continued with a larger trainer.max_steps.
-TRAINING_STAGES = ("online_po", "offline_po_dpo")
+TRAINING_STAGES = ("online_po", "offline_po_dpo", "easy_online_po")
 
 
 @dataclass(frozen=True)

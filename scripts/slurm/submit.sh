@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Validate on the login node, then queue: bad paths or config values fail here in seconds, not after queueing.
 #   [NODES=2] [GPUS_PER_NODE=8] [CPUS_PER_TASK=8] [TIME=04:00:00] [ACCOUNT=..] [PARTITION=..] [SBATCH_EXTRA="--qos=high"] \
-#     bash scripts/slurm/submit.sh online_po|offline_po_datagen|offline_po_dpo [Hydra overrides ...]
+#     bash scripts/slurm/submit.sh online_po|easy_online_po|offline_po_datagen|offline_po_dpo [Hydra overrides ...]
 # GPUS_PER_NODE=0 runs CPU tasks (TASKS_PER_NODE then sets how many; default 1).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-stage=${1:?usage: submit.sh online_po|offline_po_datagen|offline_po_dpo [Hydra overrides]}
+stage=${1:?usage: submit.sh online_po|easy_online_po|offline_po_datagen|offline_po_dpo [Hydra overrides]}
 shift
 case "$stage" in
-  online_po | offline_po_datagen | offline_po_dpo) ;;
+  online_po | easy_online_po | offline_po_datagen | offline_po_dpo) ;;
   # The pair stage needs no GPU: run recipes/offline_po_pairs.py on the login node (seconds).
-  *) echo "submit.sh: stage=$stage is invalid; allowed: online_po, offline_po_datagen, offline_po_dpo" >&2; exit 2 ;;
+  *) echo "submit.sh: stage=$stage is invalid; allowed: online_po, easy_online_po, offline_po_datagen, offline_po_dpo" >&2; exit 2 ;;
 esac
 
 nodes=${NODES:-1}

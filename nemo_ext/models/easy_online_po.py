@@ -1,0 +1,165 @@
+"""GRPO for EasyMagpieTTS (NeMo's decoder-only family, a Hugging Face causal-LM backbone) with the reward models
+loaded from config: Whisper from `model.whisper` (in `whisper.dtype`), NeMo ASR and the speaker model from
+`model.nemo_asr` / `model.speaker_verification`, each loaded once, frozen, in eval mode, out of the optimizer, out
+of DDP and out of checkpoints (RewardModelsMixin). Whisper transcribes through the working batched helper.
+
+NeMo 3.0.0's EasyMagpieTTSModelOnlinePO loads openai/whisper-large-v3 by name at two sites (its own __init__ and
+EasyMagpieTTSModel's, for validation CER) with no dtype, so the dtype is whatever the installed transformers picks
+(fp32 under 4.x, fp16 under 5.x); when the checkpoint's config asks for validation inference, the base class
+loads Whisper (or parakeet) and TitaNet and the PO class loads them again, and the reference policy, built from the
+same config, a third time. Its reward path calls `transcribe_with_whisper_from_filepaths`, which fails under
+transformers 5. Only its __init__ is reproduced here (the loads replaced); the step is NeMo's own, with its
+phases timed by wrapping the methods it calls."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+from nemo.collections.tts.models import easy_magpietts as upstream_base
+from nemo.collections.tts.models import easy_magpietts_preference_optimization as upstream
+from nemo.collections.tts.models.easy_magpietts import EasyMagpieTTSModel
+from nemo.collections.tts.models.easy_magpietts_preference_optimization import EasyMagpieTTSModelOnlinePO
+from omegaconf import DictConfig, open_dict
+
+from nemo_ext.checkpoints import configs_in_checkpoints_allowed
+from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS, require_choice
+from nemo_ext.errors import ConfigError
+from nemo_ext.models.reward_models_mixin import RewardModelsMixin
+from nemo_ext.whisper_asr import upstream_uses_working_transcription
+
+# NeMo's EasyMagpieTTS attribute names for what is never trained.
+EASY_FROZEN_SUBMODULES = (
+    "whisper_model",
+    "_eval_asr_model",
+    "_eval_speaker_verification_model",
+    "_reference_model",
+    "_utmos_calculator",
+)
+
+
+@contextlib.contextmanager
+def _validation_models_not_loaded(cfg: DictConfig):
+    """EasyMagpieTTSModel.__init__ loads Whisper large-v3 (or parakeet) and TitaNet by name when
+    `run_val_inference` is set; with it off for the duration of that call, this class loads them once."""
+    had_key, value = "run_val_inference" in cfg, cfg.get("run_val_inference")
+    with open_dict(cfg):
+        cfg.run_val_inference = False
+    try:
+        yield
+    finally:
+        with open_dict(cfg):
+            if had_key:
+                cfg.run_val_inference = value
+            else:
+                del cfg["run_val_inference"]
+
+
+class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
+    frozen_submodule_names = EASY_FROZEN_SUBMODULES
+    nemo_asr_attribute = "_eval_asr_model"
+    speaker_verification_attribute = "_eval_speaker_verification_model"
+
+    def __init__(self, cfg: DictConfig, trainer=None):
+        # NeMo 3.0.0's __init__ body, with the reward models from config (the recipe checks these values before
+        # a trainer exists; this guards programmatic construction).
+        require_choice(cfg, "reward_asr_model", "nemo", REWARD_ASR_MODELS, prefix="model.")
+        require_choice(cfg, "loss_type", "grpo", GRPO_LOSS_TYPES, prefix="model.")
+        if cfg.get("use_utmos", False) and not upstream.HAVE_UTMOSV2:
+            raise ConfigError("model.use_utmos", True, "false (the UTMOSv2 reward needs UTMOSv2, not installed here)")
+        reward_asr = cfg.get("reward_asr_model", "nemo")
+
+        with _validation_models_not_loaded(cfg):
+            EasyMagpieTTSModel.__init__(self, cfg, trainer)
+        self._init_telemetry()
+        self.run_val_inference = True  # as NeMo: validation always generates and scores
+        self.automatic_optimization = False
+
+        self.reference_free = self.cfg.get("reference_free", False)
+        if not self.reference_free:
+            self._reference_model = self._build_reference_model(cfg)
+
+        self._eval_asr_model = None
+        self.whisper_processor = None
+        self.whisper_model = None
+        if reward_asr == "nemo":
+            self._load_nemo_asr(cfg)
+        else:
+            self._load_whisper(cfg)
+            self.use_multilingual_asr = True
+        self._load_speaker_verification(cfg)
+        # use_utmos: EasyMagpieTTSModel.__init__ created the UTMOSv2 scorer already (NeMo creates a second one).
+
+        self.loss_type = self.cfg.get("loss_type", "grpo")
+        self.scale_rewards = self.cfg.get("scale_rewards", True)
+        self.max_decoder_steps = self.cfg.get("max_decoder_steps", 220)
+        self.aux_phoneme_loss_weight = self.cfg.get("aux_phoneme_loss_weight", 1.0)
+        self.po_groups_per_subbatch = max(int(self.cfg.get("po_groups_per_subbatch", 1)), 1)
+        self.batch_size_for_chunked_tf = self.cfg.get("batch_size_for_chunked_tf", 4)
+        self._normalize_whisper_transcript = self.cfg.get("normalize_whisper_transcript", True)
+        self._normalizer_cache = {}
+        self.entropy_coeff = self.cfg.get("entropy_coeff", 0.0)
+        self.best_cer_threshold = self.cfg.get("best_cer_threshold", 1.0)
+        self.worst_cer_threshold = self.cfg.get("worst_cer_threshold", 1.0)
+        if self.trainer is not None and str(self.trainer.precision) in ("32", "32-true"):
+            self.decoder.float()
+
+    @staticmethod
+    def _build_reference_model(cfg: DictConfig) -> EasyMagpieTTSModel:
+        ref_cfg = copy.deepcopy(cfg)
+        with open_dict(ref_cfg):
+            ref_cfg.train_ds = None
+            ref_cfg.validation_ds = None
+            ref_cfg.run_val_inference = False  # NeMo's reference loads the validation reward models a third time
+            ref_cfg.use_utmos = False
+        reference = EasyMagpieTTSModel(cfg=ref_cfg)
+        with configs_in_checkpoints_allowed():  # NeMo's plain torch.load fails on a Lightning checkpoint (torch>=2.6)
+            checkpoint = torch.load(cfg.reference_model_ckpt_path, map_location="cpu")
+        reference.load_state_dict(checkpoint["state_dict"])
+        reference.freeze()
+        reference._no_state_dict = True
+        return reference
+
+    # ---- the step's phases, timed around the methods NeMo's step calls ----
+    def generate_and_reward(self, *args, **kwargs):
+        # `reward` holds the whole rollout; its own seconds are NeMo's reward arithmetic.
+        with self.step_anatomy.phase("reward"):
+            return super().generate_and_reward(*args, **kwargs)
+
+    def _save_waveforms_to_paths(self, *args, **kwargs):
+        with self.step_anatomy.phase("audio_io"):
+            return super()._save_waveforms_to_paths(*args, **kwargs)
+
+    def _compute_pred_transcripts(self, predicted_audio_paths, batch_repeated, reward_asr_model):
+        batch_size = self.whisper_settings.batch_size if self.whisper_settings else None
+        # NeMo ASR's transcribe is timed as `asr` where it is loaded (RewardModelsMixin); Whisper's helper times
+        # itself (its file reading as `audio_io`).
+        with upstream_uses_working_transcription(batch_size, self.step_anatomy, module=upstream):
+            return super()._compute_pred_transcripts(predicted_audio_paths, batch_repeated, reward_asr_model)
+
+    def _compute_speaker_embeddings_parallel(self, *args, **kwargs):
+        with self.step_anatomy.phase("speaker_verification"):
+            return super()._compute_speaker_embeddings_parallel(*args, **kwargs)
+
+    def _run_easy_process_batch(self, model, *args, **kwargs):
+        phase = "reference_forward" if model is getattr(self, "_reference_model", None) else "policy_forward"
+        with self.step_anatomy.phase(phase):
+            return super()._run_easy_process_batch(model, *args, **kwargs)
+
+    def _compute_po_losses_from_outputs(self, *args, **kwargs):
+        # Ends where the backward begins (RewardModelsMixin.on_before_backward).
+        self.step_anatomy.begin("loss")
+        return super()._compute_po_losses_from_outputs(*args, **kwargs)
+
+    def training_step(self, batch, batch_idx):
+        # Manual optimization: NeMo's step calls optimizer.step() itself (on_before_optimizer_step opens the
+        # phase); its weight-update diagnostics after the update count as `optimizer` too.
+        result = super().training_step(batch, batch_idx)
+        self.step_anatomy.end_if_open("optimizer")
+        return result
+
+    def validation_step(self, batch, batch_idx):
+        batch_size = self.whisper_settings.batch_size if self.whisper_settings else None
+        with upstream_uses_working_transcription(batch_size, module=upstream_base):
+            return super().validation_step(batch, batch_idx)

@@ -1,0 +1,84 @@
+"""Online preference optimization (GRPO) of EasyMagpieTTS: `trainer.fit` of EasyMagpieTTSOnlinePO."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from omegaconf import DictConfig, open_dict
+
+from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS, require_choice
+from nemo_ext.errors import ConfigError
+from nemo_ext.model_keys import check_model_keys
+from nemo_ext.recipes.setup import build_model_config, dataset_config, dry_run_done, prepare_config
+from nemo_ext.recipes.stage_run import StageRun
+from nemo_ext.telemetry import telemetry_callbacks
+
+STAGE = "easy_online_po"
+DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDataset"
+REQUIRED_PATHS = ("init_from_ptl_ckpt", "codecmodel_path", "data.train_manifest", "data.val_manifest")
+MANIFESTS = ("data.train_manifest", "data.val_manifest")
+
+
+@dataclass
+class EasyOnlinePORun:
+    model: object
+    trainer: object
+    log_dir: str
+
+
+def validated_config(cfg: DictConfig) -> DictConfig:
+    """The checks that need no model (see prepare_config), GRPO's own values included."""
+    cfg = prepare_config(cfg, REQUIRED_PATHS, manifests=MANIFESTS)
+    require_choice(cfg, "model.reward_asr_model", "nemo", REWARD_ASR_MODELS)
+    require_choice(cfg, "model.loss_type", "grpo", GRPO_LOSS_TYPES)
+    check_model_keys(cfg.model, STAGE)
+    if cfg.trainer.get("gradient_clip_val") not in (None, 0, 0.0):
+        # Lightning refuses it only once fit() starts, after every model is built.
+        raise ConfigError(
+            "trainer.gradient_clip_val",
+            cfg.trainer.gradient_clip_val,
+            "null (this stage optimizes manually, as NeMo's; clip with model.max_grad_norm)",
+        )
+    if cfg.model.get("use_utmos", False):
+        from nemo.collections.tts.models.easy_magpietts_preference_optimization import HAVE_UTMOSV2
+
+        if not HAVE_UTMOSV2:  # NeMo asserts this only while building the model
+            raise ConfigError("model.use_utmos", True, "false (the UTMOSv2 reward needs UTMOSv2, not installed here)")
+    return cfg
+
+
+def _datasets(cfg: DictConfig) -> dict:
+    # EasyMagpieTTS reads its dataset under `dataset` (MagpieTTS: `datasets`).
+    datasets = {}
+    for key, manifest, shuffle in (
+        ("train_ds", cfg.data.train_manifest, True),
+        ("validation_ds", cfg.data.val_manifest, False),
+    ):
+        node = dataset_config(cfg, manifest, DATASET, shuffle)
+        node["dataset"] = node.pop("datasets")
+        datasets[key] = node
+    return datasets
+
+
+def model_config(cfg: DictConfig) -> DictConfig:
+    """The config the model is built from (a validated `cfg`): the checkpoint's architecture, this stage's
+    `model` node, the datasets, and the reference checkpoint (the one the policy starts from)."""
+    model_cfg = build_model_config(cfg, _datasets(cfg))
+    with open_dict(model_cfg):
+        model_cfg.reference_model_ckpt_path = cfg.init_from_ptl_ckpt
+    return model_cfg
+
+
+def run_easy_online_po(cfg: DictConfig, callbacks: list | None = None) -> EasyOnlinePORun | None:
+    """Run GRPO on EasyMagpieTTS; `callbacks` are extra Lightning callbacks. None after a dry run."""
+    cfg = validated_config(cfg)
+    if dry_run_done(cfg, STAGE):
+        return None
+    model_cfg = model_config(cfg)
+
+    from nemo_ext.models import EasyMagpieTTSOnlinePO
+
+    callbacks = telemetry_callbacks(cfg) + list(callbacks or [])
+    with StageRun(cfg, STAGE) as run:
+        model, trainer = run.fit(EasyMagpieTTSOnlinePO, model_cfg, callbacks)
+    return EasyOnlinePORun(model=model, trainer=trainer, log_dir=trainer.log_dir)
