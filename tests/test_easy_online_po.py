@@ -179,3 +179,30 @@ def test_nemos_ctc_checkpoint_through_the_rnnt_class_loads_as_ctc(tiny):
     model = nemo_asr.models.EncDecRNNTBPEModel.restore_from(tiny.nemo_asr, map_location="cpu")
     assert type(model).__name__ == "EncDecCTCModel"
     assert not isinstance(model, nemo_asr.models.EncDecRNNTBPEModel)
+
+
+def test_validation_scores_with_whisper_through_the_working_helper(tiny_config):
+    """NeMo's validation step (always on in its PO class) transcribes with the helper that fails under
+    transformers 5; here it runs, and writes its clips and metrics."""
+    run = run_easy_online_po(
+        tiny_config(
+            "easy_online_po_tiny",
+            "trainer.max_steps=1",
+            "trainer.limit_val_batches=1",
+            "trainer.val_check_interval=1",
+        )
+    )
+    metrics = glob.glob(os.path.join(run.log_dir, "val_audios", "*_metrics.json"))
+    assert len(metrics) == 2  # one validation batch of 2
+    assert {"cer", "pred_transcript"} <= set(json.load(open(metrics[0])))
+
+
+def test_a_stopped_run_resumes_to_its_step_budget(tiny_config):
+    """The run lifecycle is the MagpieTTS stages' (StageRun): a finished budget extended with `resume=` continues
+    from the saved checkpoint, optimizer state included (manual optimization)."""
+    first = run_easy_online_po(tiny_config("easy_online_po_tiny", "trainer.max_steps=1"))
+    folder = os.path.dirname(first.log_dir) if os.path.basename(first.log_dir) == "version_0" else first.log_dir
+    again = run_easy_online_po(tiny_config("easy_online_po_tiny", "trainer.max_steps=2", f"resume={folder}"))
+    assert again.trainer.global_step == 2
+    state = json.load(open(os.path.join(folder, "state", "run_state.json")))
+    assert (state["status"], state["global_step"]) == ("finished", 2)
