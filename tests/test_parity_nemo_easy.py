@@ -90,3 +90,19 @@ def test_easy_grpo_with_whisper_reward_matches_nemo_given_a_transcription_that_w
     assert set(ours.optimizer_parameters) == set(nemo.optimizer_parameters)
     assert nemo.model.whisper_model.training and not ours.model.whisper_model.training
     assert ours.model.whisper_model.dtype == nemo.model.whisper_model.dtype  # auto: the checkpoint's own (fp16)
+
+
+def test_nemo_easy_grpo_cannot_read_a_lightning_checkpoint_as_its_reference_under_torch_2_6(
+    tiny_config, tiny, monkeypatch
+):
+    """NeMo's __init__ reads the reference checkpoint with torch.load's safe default, which refuses the OmegaConf
+    config a Lightning checkpoint of a NeMo model pickles. Ours allows those classes for that load only."""
+    import copy
+    import pickle
+
+    redirect_nemo_hub(monkeypatch, tiny)
+    cfg, model_cfg = grpo_config(tiny_config, "model.reward_asr_model=nemo")
+    model_cfg.train_ds = model_cfg.validation_ds = None  # no trainer here: the datasets are not the point
+    with pytest.raises(pickle.UnpicklingError, match="Unsupported global"):
+        upstream.EasyMagpieTTSModelOnlinePO(cfg=copy.deepcopy(model_cfg))
+    assert EasyMagpieTTSOnlinePO(cfg=copy.deepcopy(model_cfg))._reference_model is not None

@@ -14,19 +14,16 @@ phases timed by wrapping the methods it calls."""
 from __future__ import annotations
 
 import contextlib
-import copy
 
-import torch
 from nemo.collections.tts.models import easy_magpietts as upstream_base
 from nemo.collections.tts.models import easy_magpietts_preference_optimization as upstream
 from nemo.collections.tts.models.easy_magpietts import EasyMagpieTTSModel
 from nemo.collections.tts.models.easy_magpietts_preference_optimization import EasyMagpieTTSModelOnlinePO
 from omegaconf import DictConfig, open_dict
 
-from nemo_ext.checkpoints import configs_in_checkpoints_allowed
 from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS, require_choice
 from nemo_ext.errors import ConfigError
-from nemo_ext.models.reward_models_mixin import RewardModelsMixin
+from nemo_ext.models.reward_models_mixin import RewardModelsMixin, frozen_reference_policy
 from nemo_ext.whisper_asr import upstream_uses_working_transcription
 
 # NeMo's EasyMagpieTTS attribute names for what is never trained.
@@ -107,19 +104,9 @@ class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
 
     @staticmethod
     def _build_reference_model(cfg: DictConfig) -> EasyMagpieTTSModel:
-        ref_cfg = copy.deepcopy(cfg)
-        with open_dict(ref_cfg):
-            ref_cfg.train_ds = None
-            ref_cfg.validation_ds = None
-            ref_cfg.run_val_inference = False  # NeMo's reference loads the validation reward models a third time
-            ref_cfg.use_utmos = False
-        reference = EasyMagpieTTSModel(cfg=ref_cfg)
-        with configs_in_checkpoints_allowed():  # NeMo's plain torch.load fails on a Lightning checkpoint (torch>=2.6)
-            checkpoint = torch.load(cfg.reference_model_ckpt_path, map_location="cpu")
-        reference.load_state_dict(checkpoint["state_dict"])
-        reference.freeze()
-        reference._no_state_dict = True
-        return reference
+        # Without the validation reward models and UTMOS: NeMo's reference, built from the policy's config, loads
+        # them a third time.
+        return frozen_reference_policy(EasyMagpieTTSModel, cfg, run_val_inference=False, use_utmos=False)
 
     # ---- the step's phases, timed around the methods NeMo's step calls ----
     def generate_and_reward(self, *args, **kwargs):

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 
-import torch
 from nemo.collections.tts.models import MagpieTTSModel
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
-from nemo_ext.checkpoints import configs_in_checkpoints_allowed
 from nemo_ext.config import GRPO_LOSS_TYPES, REFERENCE_POLICY_MODES, REWARD_ASR_MODELS, require_choice
 from nemo_ext.errors import ConfigError
-from nemo_ext.models.reward_models_mixin import RewardModelsMixin
+from nemo_ext.models.reward_models_mixin import RewardModelsMixin, frozen_reference_policy
 from nemo_ext.random_state import RandomState
 from nemo_ext.rollout_audio import InMemoryClips, rollouts_in_memory
 from nemo_ext.step_anatomy import StepAnatomy
@@ -99,17 +96,7 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
 
     @staticmethod
     def _build_reference_model(cfg: DictConfig) -> MagpieTTSModel:
-        ref_cfg = copy.deepcopy(cfg)
-        with open_dict(ref_cfg):
-            ref_cfg.train_ds = None
-            ref_cfg.validation_ds = None
-        reference = ReferencePolicy(cfg=ref_cfg)
-        with configs_in_checkpoints_allowed():
-            checkpoint = torch.load(cfg.reference_model_ckpt_path, map_location="cpu")
-        reference.load_state_dict(checkpoint["state_dict"])
-        reference.freeze()
-        reference._no_state_dict = True
-        return reference
+        return frozen_reference_policy(ReferencePolicy, cfg)
 
     def train(self, mode: bool = True):
         # The mixin keeps every frozen submodule in eval mode. NeMo's reference follows the policy's mode (its

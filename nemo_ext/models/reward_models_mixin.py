@@ -3,9 +3,12 @@ of the optimizer."""
 
 from __future__ import annotations
 
-import torch
-from omegaconf import DictConfig
+import copy
 
+import torch
+from omegaconf import DictConfig, open_dict
+
+from nemo_ext.checkpoints import configs_in_checkpoints_allowed
 from nemo_ext.config import NemoModelSettings, WhisperSettings
 from nemo_ext.errors import ConfigError
 from nemo_ext.reward_models import (
@@ -27,6 +30,26 @@ FROZEN_SUBMODULES = (
     "_reference_model",
     "squim_objective_model",
 )
+
+
+def frozen_reference_policy(model_class, cfg: DictConfig, **config_overrides):
+    """NeMo's reference policy: `model_class` built from the policy's config without datasets (and with
+    `config_overrides`), loaded from `cfg.reference_model_ckpt_path`, frozen, and left out of state dicts. The
+    checkpoint is read with OmegaConf's config classes allowed (NeMo's plain torch.load refuses a Lightning
+    checkpoint under torch >= 2.6)."""
+    ref_cfg = copy.deepcopy(cfg)
+    with open_dict(ref_cfg):
+        ref_cfg.train_ds = None
+        ref_cfg.validation_ds = None
+        for key, value in config_overrides.items():
+            ref_cfg[key] = value
+    reference = model_class(cfg=ref_cfg)
+    with configs_in_checkpoints_allowed():
+        checkpoint = torch.load(cfg.reference_model_ckpt_path, map_location="cpu")
+    reference.load_state_dict(checkpoint["state_dict"])
+    reference.freeze()
+    reference._no_state_dict = True
+    return reference
 
 
 class RewardModelsMixin:

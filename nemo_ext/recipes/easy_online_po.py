@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from omegaconf import DictConfig, open_dict
 
 from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS, require_choice
 from nemo_ext.errors import ConfigError
 from nemo_ext.model_keys import check_model_keys
+from nemo_ext.recipes.online_po import DATASET, MANIFESTS, REQUIRED_PATHS, OnlinePORun
 from nemo_ext.recipes.setup import build_model_config, dataset_config, dry_run_done, prepare_config
 from nemo_ext.recipes.stage_run import StageRun
 from nemo_ext.telemetry import telemetry_callbacks
 
 STAGE = "easy_online_po"
-DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDataset"
-REQUIRED_PATHS = ("init_from_ptl_ckpt", "codecmodel_path", "data.train_manifest", "data.val_manifest")
-MANIFESTS = ("data.train_manifest", "data.val_manifest")
-
-
-@dataclass
-class EasyOnlinePORun:
-    model: object
-    trainer: object
-    log_dir: str
 
 
 def validated_config(cfg: DictConfig) -> DictConfig:
@@ -48,7 +37,7 @@ def validated_config(cfg: DictConfig) -> DictConfig:
 
 
 def _datasets(cfg: DictConfig) -> dict:
-    # EasyMagpieTTS reads its dataset under `dataset` (MagpieTTS: `datasets`).
+    # The MagpieTTS dataset and manifests, but EasyMagpieTTS reads the dataset under `dataset` (not `datasets`).
     datasets = {}
     for key, manifest, shuffle in (
         ("train_ds", cfg.data.train_manifest, True),
@@ -69,7 +58,7 @@ def model_config(cfg: DictConfig) -> DictConfig:
     return model_cfg
 
 
-def run_easy_online_po(cfg: DictConfig, callbacks: list | None = None) -> EasyOnlinePORun | None:
+def run_easy_online_po(cfg: DictConfig, callbacks: list | None = None) -> OnlinePORun | None:
     """Run GRPO on EasyMagpieTTS; `callbacks` are extra Lightning callbacks. None after a dry run."""
     cfg = validated_config(cfg)
     if dry_run_done(cfg, STAGE):
@@ -81,4 +70,4 @@ def run_easy_online_po(cfg: DictConfig, callbacks: list | None = None) -> EasyOn
     callbacks = telemetry_callbacks(cfg) + list(callbacks or [])
     with StageRun(cfg, STAGE) as run:
         model, trainer = run.fit(EasyMagpieTTSOnlinePO, model_cfg, callbacks)
-    return EasyOnlinePORun(model=model, trainer=trainer, log_dir=trainer.log_dir)
+    return OnlinePORun(model=model, trainer=trainer, log_dir=trainer.log_dir)
