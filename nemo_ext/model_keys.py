@@ -320,7 +320,7 @@ OUR_STAGE_KEYS = {
     "online_po": frozenset({"reference_policy_mode", "rollout_audio_files"}),
     "offline_po_datagen": frozenset({"datagen_seed"}),
     "offline_po_dpo": frozenset(),
-    "easy_online_po": frozenset(),
+    "easy_online_po": frozenset({"rollout_audio_files"}),
 }
 # Each stage's NeMo class and the keys it reads beyond its model family's (MAGPIETTS_KEYS or EASY_MAGPIETTS_KEYS).
 NEMO_STAGES = {

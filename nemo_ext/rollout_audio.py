@@ -2,7 +2,8 @@
 (Whisper through librosa, the speaker model through soundfile). With `model.rollout_audio_files: false` (the
 default) each clip is encoded exactly as the wav file would be (soundfile, WAV, PCM_16) into memory instead, and
 read from there: the same samples reach the reward models, and no file reaches the (often shared) filesystem.
-The codes NeMo saves next to each clip are not kept (nothing reads them).
+The codes NeMo's MagpieTTS GRPO saves next to each clip are not kept (nothing reads them). EasyMagpieTTS GRPO
+writes its rollout and context clips through the same `sf.write` in its own module.
 
 NeMo ASR reads files through its own dataloader. Given arrays instead, NeMo pads every clip shorter than a second
 to one second (`pad_min_duration`, a different transcript for a short rollout), so the clips are handed over
@@ -57,15 +58,19 @@ class InMemoryClips:
         return decoded
 
 
-def _clip_transcribe_config(**options):
-    """NeMo's TranscribeConfig with its array padding off and no dataloader workers."""
+def _clip_transcribe_config(override_config=None, **options):
+    """NeMo's TranscribeConfig (the caller's `override_config`, if any, with `options` over it) with its array
+    padding off and no dataloader workers."""
     from nemo.collections.asr.parts.mixins.transcription import TranscribeConfig
 
     @dataclasses.dataclass
     class ClipTranscribeConfig(TranscribeConfig):
         pad_min_duration: float = 0.0  # NeMo's file loader does not pad; its array loader pads to 1 s
 
-    options.setdefault("num_workers", 0)
+    if override_config is not None:
+        given = {f.name: getattr(override_config, f.name) for f in dataclasses.fields(override_config) if f.init}
+        options = {**{k: v for k, v in given.items() if k != "_internal"}, **options}
+    options["num_workers"] = 0
     return ClipTranscribeConfig(**options)
 
 
@@ -87,12 +92,15 @@ def _no_save(*args, **kwargs) -> None:
 
 
 @contextlib.contextmanager
-def rollouts_in_memory(clips: InMemoryClips, anatomy=None, nemo_asr_model=None):
-    """While active, NeMo's GRPO reward body writes clips into `clips` and saves no codes, and the speaker
-    helper and `nemo_asr_model` (when given) read clips from there. (`whisper_asr.transcribe_with_whisper` reads
-    through `clips.source` itself.)"""
-    from nemo.collections.tts.models import magpietts_preference_optimization as po
+def rollouts_in_memory(clips: InMemoryClips, anatomy=None, nemo_asr_model=None, module=None):
+    """While active, NeMo's GRPO reward body (in `module`, MagpieTTS's PO module by default) writes clips into
+    `clips` and saves no codes, and the speaker helper and `nemo_asr_model` (when given) read clips from there.
+    (`whisper_asr.transcribe_with_whisper` reads through `clips.source` itself.)"""
     from nemo.collections.tts.parts.utils import helpers
+
+    if module is None:
+        from nemo.collections.tts.models import magpietts_preference_optimization as module
+    po = module
 
     write, save = clips.write, _no_save
     if anatomy is not None:

@@ -206,3 +206,26 @@ def test_a_stopped_run_resumes_to_its_step_budget(tiny_config):
     assert again.trainer.global_step == 2
     state = json.load(open(os.path.join(folder, "state", "run_state.json")))
     assert (state["status"], state["global_step"]) == ("finished", 2)
+
+
+@pytest.mark.parametrize("reward_asr", ["whisper", "nemo"])
+def test_rollout_clips_stay_in_memory_unless_files_are_asked_for(tiny_config, reward_asr):
+    """`model.rollout_audio_files: false` (the default): no wav per rollout or context clip (NeMo writes them to
+    <log_dir>/online_po_audios and reads them back); equal rewards either way are tests/test_parity_nemo_easy.py's
+    (ours in memory, NeMo's class with its files)."""
+    written = {}
+    for files in (False, True):
+        run = run_easy_online_po(
+            tiny_config(
+                "easy_online_po_tiny",
+                f"model.reward_asr_model={reward_asr}",
+                f"model.rollout_audio_files={files}",
+                "trainer.max_steps=1",
+                f"name=files_{files}",
+            )
+        )
+        audio_dir = os.path.join(run.log_dir, "online_po_audios")
+        written[files] = sorted(os.listdir(audio_dir)) if os.path.isdir(audio_dir) else []
+    assert not written[False]
+    assert len([name for name in written[True] if name.startswith("generated_")]) == 4
+    assert [name for name in written[True] if name.startswith("reference_context")]

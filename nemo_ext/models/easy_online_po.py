@@ -24,6 +24,7 @@ from omegaconf import DictConfig, open_dict
 from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS, require_choice
 from nemo_ext.errors import ConfigError
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin, frozen_reference_policy
+from nemo_ext.rollout_audio import InMemoryClips, rollouts_in_memory
 from nemo_ext.whisper_asr import upstream_uses_working_transcription
 
 # NeMo's EasyMagpieTTS attribute names for what is never trained.
@@ -101,6 +102,10 @@ class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
         self.worst_cer_threshold = self.cfg.get("worst_cer_threshold", 1.0)
         if self.trainer is not None and str(self.trainer.precision) in ("32", "32-true"):
             self.decoder.float()
+        # Rollout and context clips stay in memory unless asked for as files (as MagpieTTS's GRPO). UTMOSv2 scores
+        # the files of the audio folder itself, so with it on they are written as NeMo does.
+        keep_in_memory = not self.cfg.get("rollout_audio_files", False) and not self.cfg.get("use_utmos", False)
+        self._rollout_clips = InMemoryClips() if keep_in_memory else None
 
     @staticmethod
     def _build_reference_model(cfg: DictConfig) -> EasyMagpieTTSModel:
@@ -111,7 +116,13 @@ class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
     # ---- the step's phases, timed around the methods NeMo's step calls ----
     def generate_and_reward(self, *args, **kwargs):
         # `reward` holds the whole rollout; its own seconds are NeMo's reward arithmetic.
-        with self.step_anatomy.phase("reward"):
+        clips = self._rollout_clips
+        with (
+            self.step_anatomy.phase("reward"),
+            rollouts_in_memory(clips, self.step_anatomy, self._eval_asr_model, module=upstream)
+            if clips is not None
+            else contextlib.nullcontext(),
+        ):
             return super().generate_and_reward(*args, **kwargs)
 
     def _save_waveforms_to_paths(self, *args, **kwargs):
@@ -122,7 +133,8 @@ class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
         batch_size = self.whisper_settings.batch_size if self.whisper_settings else None
         # NeMo ASR's transcribe is timed as `asr` where it is loaded (RewardModelsMixin); Whisper's helper times
         # itself (its file reading as `audio_io`).
-        with upstream_uses_working_transcription(batch_size, self.step_anatomy, module=upstream):
+        open_audio = self._rollout_clips.source if self._rollout_clips is not None else None
+        with upstream_uses_working_transcription(batch_size, self.step_anatomy, open_audio, module=upstream):
             return super()._compute_pred_transcripts(predicted_audio_paths, batch_repeated, reward_asr_model)
 
     def _compute_speaker_embeddings_parallel(self, *args, **kwargs):
