@@ -88,3 +88,16 @@ def test_every_default_that_is_not_nemos_is_listed_with_its_reason(stage):
     readme = (__import__("magpie_testing").REPO / "README.md").read_text()
     for key in listed:
         assert f"| `{stage}` | `{key}` |" in readme, key
+
+
+def test_easy_grpo_declares_every_key_its_nemo_class_reads():
+    """Each key NeMo's EasyMagpieTTSModelOnlinePO reads beyond the architecture is in the stage YAML with a default,
+    except the ones named here with their reason."""
+    declared = set(compose("easy_online_po", ["init_from_ptl_ckpt=/x", "codecmodel_path=/x"]).model)
+    not_declared = {
+        "reference_model_ckpt_path": "set by the recipe: the checkpoint the policy starts from",
+        "max_valid_codes_len": "NeMo derives it from max_decoder_steps when absent, and reads no null",
+        **{key: f"read as {meant}" for key, meant in model_keys.REPLACED_KEYS["easy_online_po"].items()},
+    }
+    assert model_keys.EASY_GRPO_KEYS - set(not_declared) <= declared
+    assert not declared & set(model_keys.REPLACED_KEYS["easy_online_po"])
