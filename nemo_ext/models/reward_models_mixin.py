@@ -111,8 +111,11 @@ class RewardModelsMixin:
         setattr(self, self.speaker_verification_attribute, load_speaker_verification_model(settings))
 
     def frozen_submodules(self) -> dict[str, torch.nn.Module]:
+        # Modules only: EasyMagpieTTS's UTMOSv2 scorer is a plain object (nothing to freeze or keep out of DDP).
         return {
-            name: getattr(self, name) for name in self.frozen_submodule_names if getattr(self, name, None) is not None
+            name: getattr(self, name)
+            for name in self.frozen_submodule_names
+            if isinstance(getattr(self, name, None), torch.nn.Module)
         }
 
     def setup(self, stage: str | None = None):
