@@ -44,6 +44,15 @@ class TinyFixtures:
     easy_reference_checkpoint: str
 
 
+def built_fixtures_version(root: str) -> int | None:
+    """The FIXTURES_VERSION the fixtures under `root` were built with; None when none were built there."""
+    try:
+        with open(os.path.join(root, "fixtures.json")) as f:
+            return json.load(f).get("version")
+    except (OSError, ValueError):
+        return None
+
+
 def build_tiny_fixtures(root: str, force: bool = False) -> TinyFixtures:
     """Build every fixture under `root` (reused when already built with this FIXTURES_VERSION)."""
     root = os.path.abspath(root)

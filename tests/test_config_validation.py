@@ -147,3 +147,23 @@ def test_pesq_without_torchaudio_is_refused_before_any_model_is_built(tiny_confi
     with pytest.raises(ConfigError, match=r"^model\.use_pesq=True is invalid; allowed: false \(.*torchaudio"):
         online_po.validated_config(tiny_config("online_po_tiny", "model.use_pesq=true"))
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["not-built", "older-version"])
+def test_tiny_fixtures_missing_or_stale_say_how_to_build_them(tmp_path, stale):
+    """A tiny config on a folder without (current) fixtures names `tiny_root` and the command that builds it, not the
+    first file it lacks; from the command line, exit 2 before any model is built."""
+    import json
+
+    root = tmp_path / "tiny"
+    if stale:
+        root.mkdir()
+        (root / "fixtures.json").write_text(json.dumps({"version": 1}))
+    result = run_recipe(
+        "easy_online_po.py", "--config-name", "easy_online_po_tiny", f"tiny_root={root}", cwd=tmp_path, timeout=120
+    )
+    assert result.returncode == 2
+    assert f"config error: tiny_root='{root}' is invalid" in result.stderr
+    assert f"python scripts/make_tiny_fixtures.py --out {root}" in result.stderr
+    assert ("built by version 1" in result.stderr) == stale
+    assert not (tmp_path / "runs").exists()

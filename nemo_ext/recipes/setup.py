@@ -47,6 +47,7 @@ def prepare_config(
     # Resolve once: the model config is cut out of the root config, where ${...} could no longer resolve.
     OmegaConf.resolve(cfg)
     _refuse_secrets(cfg)
+    _check_tiny_fixtures(cfg)
     WhisperSettings.from_config(cfg.model.get("whisper"))
     NemoModelSettings.from_config(cfg.model.get("nemo_asr"), "model.nemo_asr", DEFAULT_NEMO_ASR)
     NemoModelSettings.from_config(
@@ -86,6 +87,22 @@ def prepare_config(
                 flush=True,
             )
     return cfg
+
+
+def _check_tiny_fixtures(cfg: DictConfig) -> None:
+    """A *_tiny config names its fixture folder (`tiny_root`): missing or built by an older version, say how to
+    build it instead of naming the first file it lacks."""
+    root = cfg.get("tiny_root")
+    if root is None:
+        return
+    from nemo_ext.tiny_fixtures import FIXTURES_VERSION, built_fixtures_version
+
+    built = built_fixtures_version(root)
+    if built != FIXTURES_VERSION:
+        state = "not built" if built is None else f"built by version {built}, this code needs {FIXTURES_VERSION}"
+        raise ConfigError(
+            "tiny_root", root, f"a folder of tiny fixtures ({state}): python scripts/make_tiny_fixtures.py --out {root}"
+        )
 
 
 def _refuse_secrets(cfg: DictConfig) -> None:
