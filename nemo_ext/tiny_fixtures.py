@@ -24,6 +24,12 @@ FSQ_LEVELS = [4, 4]
 EASY_FSQ_LEVELS = [8, 4, 4]
 NUM_CODEBOOKS = 2
 TEXTS = ["hello world.", "a tiny test.", "guten tag.", "short phrase here."]
+CHARS_TOKENIZER = {
+    "_target_": "nemo.collections.common.tokenizers.text_to_speech.tts_tokenizers.EnglishCharsTokenizer",
+    "punct": True,
+    "apostrophe": True,
+    "pad_with_space": False,
+}
 LANGUAGE = "de"  # not "en": DataGen scores non-English with Whisper, the model this project is about
 
 
@@ -350,12 +356,7 @@ def tiny_magpie_architecture(codec_path: str) -> dict:
             **extra,
         }
 
-    chars = {
-        "_target_": "nemo.collections.common.tokenizers.text_to_speech.tts_tokenizers.EnglishCharsTokenizer",
-        "punct": True,
-        "apostrophe": True,
-        "pad_with_space": False,
-    }
+    chars = dict(CHARS_TOKENIZER)
     d = 32
     return {
         "model_type": "decoder_ce",
@@ -432,12 +433,7 @@ def _save_tiny_causal_lm_config(path: str) -> str:
 
 def tiny_easy_magpie_architecture(codec_path: str, backbone: str) -> dict:
     """The `model` config of a tiny EasyMagpieTTS (decoder-only, Hugging Face backbone), without datasets."""
-    chars = {
-        "_target_": "nemo.collections.common.tokenizers.text_to_speech.tts_tokenizers.EnglishCharsTokenizer",
-        "punct": True,
-        "apostrophe": True,
-        "pad_with_space": False,
-    }
+    chars = dict(CHARS_TOKENIZER)
     return {
         "codecmodel_path": codec_path,
         # As real EasyMagpieTTS checkpoints: the codes are re-indexed through the model's own quantizer (NeMo's
