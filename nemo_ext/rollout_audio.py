@@ -100,7 +100,6 @@ def rollouts_in_memory(clips: InMemoryClips, anatomy=None, nemo_asr_model=None, 
 
     if module is None:
         from nemo.collections.tts.models import magpietts_preference_optimization as module
-    po = module
 
     write, save = clips.write, _no_save
     if anatomy is not None:
@@ -114,7 +113,7 @@ def rollouts_in_memory(clips: InMemoryClips, anatomy=None, nemo_asr_model=None, 
     try:
         with (
             asr,
-            names_replaced(po, sf=ModuleWith(po.sf, write=write), torch=ModuleWith(po.torch, save=save)),
+            names_replaced(module, sf=ModuleWith(module.sf, write=write), torch=ModuleWith(module.torch, save=save)),
             names_replaced(helpers, sf=ModuleWith(helpers.sf, read=clips.read)),
         ):
             yield clips

@@ -75,6 +75,22 @@ def _step_recorder(run: ParityRun, audio_dir):
     return RecordSteps()
 
 
+def assert_same_runs(ours: ParityRun, nemo: ParityRun, logged, metrics: bool = True) -> None:
+    """Two steps each, equal in every `logged` value, learning rate, (with `metrics`) per-item metrics JSON,
+    state-dict keys and weights."""
+    assert len(ours.steps) == len(nemo.steps) == 2
+    assert logged
+    for step, (a, b) in enumerate(zip(ours.steps, nemo.steps), start=1):
+        for key in logged:
+            assert a.logged[key] == b.logged[key], f"step {step}: {key}"
+        assert a.lr == b.lr, f"step {step}: learning rate"
+        if metrics:
+            assert a.item_metrics == b.item_metrics, f"step {step}: per-item metrics JSON"
+            assert a.item_metrics, "no per-item metrics were written"
+    assert ours.state_keys == nemo.state_keys
+    assert ours.weights_sha256 == nemo.weights_sha256
+
+
 def weights_sha256(state_dict: dict) -> str:
     digest = hashlib.sha256()
     for key in sorted(state_dict):

@@ -12,7 +12,7 @@ import os
 import pytest
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 from omegaconf import open_dict
-from parity_harness import generate, redirect_nemo_hub, train
+from parity_harness import assert_same_runs, generate, redirect_nemo_hub, train
 
 from nemo_ext.models import MagpieTTSOnlinePO
 from nemo_ext.recipes import online_po
@@ -41,17 +41,7 @@ def grpo_config(tiny_config, *overrides, noise: bool = False):
 
 
 def assert_same_steps(ours, nemo, logged=GRPO_LOGGED, metrics: bool = True):
-    assert len(ours.steps) == len(nemo.steps) == 2
-    assert logged
-    for step, (a, b) in enumerate(zip(ours.steps, nemo.steps), start=1):
-        for key in logged:
-            assert a.logged[key] == b.logged[key], f"step {step}: {key}"
-        assert a.lr == b.lr, f"step {step}: learning rate"
-        if metrics:
-            assert a.item_metrics == b.item_metrics, f"step {step}: per-item metrics JSON"
-            assert a.item_metrics, "no per-item metrics were written"
-    assert ours.state_keys == nemo.state_keys
-    assert ours.weights_sha256 == nemo.weights_sha256
+    assert_same_runs(ours, nemo, logged, metrics)
 
 
 @pytest.mark.parametrize(

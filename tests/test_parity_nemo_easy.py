@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 from nemo.collections.tts.models import easy_magpietts_preference_optimization as upstream
-from parity_harness import redirect_nemo_hub, train
+from parity_harness import assert_same_runs, redirect_nemo_hub, train
 
 from nemo_ext.models import EasyMagpieTTSOnlinePO
 from nemo_ext.recipes import easy_online_po
@@ -30,15 +30,10 @@ def grpo_config(tiny_config, *overrides):
 
 
 def assert_same_steps(ours, nemo):
-    assert len(ours.steps) == len(nemo.steps) == 2
-    for step, (a, b) in enumerate(zip(ours.steps, nemo.steps), start=1):
-        for key in LOGGED:
-            assert a.logged[key] == b.logged[key], f"step {step}: {key}"
-        assert a.lr == b.lr
+    # EasyMagpieTTS writes no per-item metrics files.
+    assert_same_runs(ours, nemo, LOGGED, metrics=False)
     # Something was learned from (advantages not all zero), so equal weights mean equal updates.
     assert any(step.logged["train_std_reward"] > 0 for step in ours.steps)
-    assert ours.state_keys == nemo.state_keys
-    assert ours.weights_sha256 == nemo.weights_sha256
 
 
 @pytest.mark.parametrize(

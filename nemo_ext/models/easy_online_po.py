@@ -37,6 +37,12 @@ EASY_FROZEN_SUBMODULES = (
 )
 
 
+def refuse_utmos_without_utmosv2(model_cfg: DictConfig) -> None:
+    """NeMo asserts UTMOSv2 is installed only while building the model; the recipe and this class ask first."""
+    if model_cfg.get("use_utmos", False) and not upstream.HAVE_UTMOSV2:
+        raise ConfigError("model.use_utmos", True, "false (the UTMOSv2 reward needs UTMOSv2, not installed here)")
+
+
 @contextlib.contextmanager
 def _validation_models_not_loaded(cfg: DictConfig):
     """EasyMagpieTTSModel.__init__ loads Whisper large-v3 (or parakeet) and TitaNet by name when
@@ -64,8 +70,7 @@ class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
         # a trainer exists; this guards programmatic construction).
         require_choice(cfg, "reward_asr_model", "nemo", REWARD_ASR_MODELS, prefix="model.")
         require_choice(cfg, "loss_type", "grpo", GRPO_LOSS_TYPES, prefix="model.")
-        if cfg.get("use_utmos", False) and not upstream.HAVE_UTMOSV2:
-            raise ConfigError("model.use_utmos", True, "false (the UTMOSv2 reward needs UTMOSv2, not installed here)")
+        refuse_utmos_without_utmosv2(cfg)
         reward_asr = cfg.get("reward_asr_model", "nemo")
 
         with _validation_models_not_loaded(cfg):
@@ -130,11 +135,13 @@ class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
             return super()._save_waveforms_to_paths(*args, **kwargs)
 
     def _compute_pred_transcripts(self, predicted_audio_paths, batch_repeated, reward_asr_model):
-        batch_size = self.whisper_settings.batch_size if self.whisper_settings else None
         # NeMo ASR's transcribe is timed as `asr` where it is loaded (RewardModelsMixin); Whisper's helper times
         # itself (its file reading as `audio_io`).
         open_audio = self._rollout_clips.source if self._rollout_clips is not None else None
-        with upstream_uses_working_transcription(batch_size, self.step_anatomy, open_audio, module=upstream):
+        working = upstream_uses_working_transcription(
+            self.whisper_batch_size, self.step_anatomy, open_audio, module=upstream
+        )
+        with working:
             return super()._compute_pred_transcripts(predicted_audio_paths, batch_repeated, reward_asr_model)
 
     def _compute_speaker_embeddings_parallel(self, *args, **kwargs):
@@ -159,6 +166,5 @@ class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
         return result
 
     def validation_step(self, batch, batch_idx):
-        batch_size = self.whisper_settings.batch_size if self.whisper_settings else None
-        with upstream_uses_working_transcription(batch_size, module=upstream_base):
+        with upstream_uses_working_transcription(self.whisper_batch_size, module=upstream_base):
             return super().validation_step(batch, batch_idx)

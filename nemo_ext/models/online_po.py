@@ -122,9 +122,9 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
     def generate_and_reward(
         self, batch, num_generations_per_item, mode="train", use_local_transformer_for_inference=False
     ):
-        batch_size = self.whisper_settings.batch_size if self.whisper_settings else None
         anatomy = self.step_anatomy
         in_memory = self._rollout_clips is not None
+        open_audio = self._rollout_clips.source if in_memory else None
         # `reward` holds the whole rollout: generation, codec decode, audio I/O, ASR and speaker verification are
         # phases inside it; its own seconds are NeMo's reward arithmetic.
         with (
@@ -132,7 +132,7 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
             rollouts_in_memory(self._rollout_clips, anatomy, getattr(self, "eval_asr_model", None))
             if in_memory
             else contextlib.nullcontext(),
-            upstream_uses_working_transcription(batch_size, anatomy, self._rollout_clips.source if in_memory else None),
+            upstream_uses_working_transcription(self.whisper_batch_size, anatomy, open_audio),
             upstream_reward_phases_timed(anatomy, audio_files=not in_memory),
         ):
             return super().generate_and_reward(

@@ -62,6 +62,11 @@ class RewardModelsMixin:
     nemo_asr_attribute = "eval_asr_model"
     speaker_verification_attribute = "eval_speaker_verification_model"
 
+    @property
+    def whisper_batch_size(self) -> int | None:
+        """Clips per Whisper generate() call (`model.whisper.batch_size`); None: all at once, or no Whisper."""
+        return self.whisper_settings.batch_size if self.whisper_settings else None
+
     def _init_telemetry(self) -> None:
         """Phase timing (off until the telemetry callback switches it on). The codec decode runs inside NeMo's
         infer_batch: it is timed where infer_batch calls it."""

@@ -8,7 +8,7 @@ from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS, require_choice
 from nemo_ext.errors import ConfigError
 from nemo_ext.model_keys import check_model_keys
 from nemo_ext.recipes.online_po import DATASET, MANIFESTS, REQUIRED_PATHS, OnlinePORun
-from nemo_ext.recipes.setup import build_model_config, dataset_config, dry_run_done, prepare_config
+from nemo_ext.recipes.setup import build_model_config, dry_run_done, prepare_config, train_and_validation_datasets
 from nemo_ext.recipes.stage_run import StageRun
 from nemo_ext.telemetry import telemetry_callbacks
 
@@ -29,23 +29,17 @@ def validated_config(cfg: DictConfig) -> DictConfig:
             "null (this stage optimizes manually, as NeMo's; clip with model.max_grad_norm)",
         )
     if cfg.model.get("use_utmos", False):
-        from nemo.collections.tts.models.easy_magpietts_preference_optimization import HAVE_UTMOSV2
+        from nemo_ext.models.easy_online_po import refuse_utmos_without_utmosv2
 
-        if not HAVE_UTMOSV2:  # NeMo asserts this only while building the model
-            raise ConfigError("model.use_utmos", True, "false (the UTMOSv2 reward needs UTMOSv2, not installed here)")
+        refuse_utmos_without_utmosv2(cfg.model)
     return cfg
 
 
 def _datasets(cfg: DictConfig) -> dict:
     # The MagpieTTS dataset and manifests, but EasyMagpieTTS reads the dataset under `dataset` (not `datasets`).
-    datasets = {}
-    for key, manifest, shuffle in (
-        ("train_ds", cfg.data.train_manifest, True),
-        ("validation_ds", cfg.data.val_manifest, False),
-    ):
-        node = dataset_config(cfg, manifest, DATASET, shuffle)
+    datasets = train_and_validation_datasets(cfg, DATASET)
+    for node in datasets.values():
         node["dataset"] = node.pop("datasets")
-        datasets[key] = node
     return datasets
 
 
