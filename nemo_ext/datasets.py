@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nemo.collections.tts.data.text_to_speech_dataset import MagpieTTSDataset, MagpieTTSDatasetDPO
 
-from nemo_ext.pairs import ITEM_ID_KEY
+from nemo_ext.datagen_layout import ITEM_ID_KEY
 
 
 def adopt(dataset, extension: type):

@@ -30,10 +30,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-INVALID_TRANSCRIPT = "<INVALID>"
-# The key the DataGen recipe adds to each line of its own copy of the input manifest: the line's index. DataGen
-# writes it into every metrics file as `item_id`.
-ITEM_ID_KEY = "magpie_item_id"
+from nemo_ext.datagen_layout import INVALID_TRANSCRIPT
 
 
 @dataclass(frozen=True)

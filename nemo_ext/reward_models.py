@@ -3,10 +3,7 @@ local `.nemo` file, so a cluster without hub access can run."""
 
 from __future__ import annotations
 
-from nemo_ext.config import NemoModelSettings
-
-DEFAULT_NEMO_ASR = "nvidia/parakeet-ctc-0.6b"
-DEFAULT_SPEAKER_VERIFICATION = "titanet_large"
+from nemo_ext.settings.reward_models import NemoModelSettings
 
 
 def load_nemo_asr_model(settings: NemoModelSettings):

@@ -19,6 +19,7 @@ import io
 import soundfile as sf
 import torch
 
+from nemo_ext.telemetry import phases
 from nemo_ext.upstream_names import ModuleWith, names_replaced
 
 
@@ -80,7 +81,7 @@ def nemo_asr_reading_clips(transcribe, clips: InMemoryClips, sample_rate: int, a
     def transcribe_clips(audio, batch_size: int = 4, **options):
         if not clips.holds_all(audio):
             return transcribe(audio, batch_size=batch_size, **options)
-        with anatomy.phase("audio_io") if anatomy is not None else contextlib.nullcontext():
+        with anatomy.phase(phases.AUDIO_IO) if anatomy is not None else contextlib.nullcontext():
             arrays = clips.decoded_as_nemo_asr_reads_files(audio, sample_rate)
         return transcribe(arrays, override_config=_clip_transcribe_config(batch_size=batch_size, **options))
 
@@ -103,7 +104,7 @@ def rollouts_in_memory(clips: InMemoryClips, anatomy=None, nemo_asr_model=None, 
 
     write, save = clips.write, _no_save
     if anatomy is not None:
-        write, save = anatomy.wrap("audio_io", write), anatomy.wrap("audio_io", save)
+        write, save = anatomy.wrap(phases.AUDIO_IO, write), anatomy.wrap(phases.AUDIO_IO, save)
     asr = contextlib.nullcontext()
     if nemo_asr_model is not None:
         rate = nemo_asr_model.preprocessor._sample_rate

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 
-from nemo_ext.step_anatomy import StepAnatomy
+from nemo_ext.telemetry import phases
+from nemo_ext.telemetry.anatomy import StepAnatomy
 from nemo_ext.upstream_names import ModuleWith, names_replaced
 
 
@@ -25,11 +26,11 @@ def upstream_reward_phases_timed(anatomy: StepAnatomy, audio_files: bool = True)
 
     timed = {
         "get_speaker_embeddings_from_filepaths": anatomy.wrap(
-            "speaker_verification", po.get_speaker_embeddings_from_filepaths
+            phases.SPEAKER_VERIFICATION, po.get_speaker_embeddings_from_filepaths
         )
     }
     if audio_files:
-        timed["sf"] = ModuleWith(po.sf, write=anatomy.wrap("audio_io", po.sf.write))
-        timed["torch"] = ModuleWith(po.torch, save=anatomy.wrap("audio_io", po.torch.save))
+        timed["sf"] = ModuleWith(po.sf, write=anatomy.wrap(phases.AUDIO_IO, po.sf.write))
+        timed["torch"] = ModuleWith(po.torch, save=anatomy.wrap(phases.AUDIO_IO, po.torch.save))
     with names_replaced(po, **timed):
         yield

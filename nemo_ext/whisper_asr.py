@@ -14,7 +14,8 @@ from collections.abc import Sequence
 import librosa
 import torch
 
-from nemo_ext.config import WhisperSettings
+from nemo_ext.settings.whisper import WhisperSettings
+from nemo_ext.telemetry import phases
 from nemo_ext.upstream_names import names_replaced
 from nemo_ext.whisper_dtype import from_pretrained_dtype_arg
 
@@ -58,8 +59,8 @@ def transcribe_with_whisper(
         return librosa.load(open_audio(path) if open_audio is not None else path, sr=sr)
 
     if anatomy is not None:
-        load = anatomy.wrap("audio_io", load)
-    with anatomy.phase("asr") if anatomy is not None else contextlib.nullcontext():
+        load = anatomy.wrap(phases.AUDIO_IO, load)
+    with anatomy.phase(phases.ASR) if anatomy is not None else contextlib.nullcontext():
         return _transcribe(
             audio_filepaths, language, whisper_processor, whisper_model, device, normalizer, batch_size, load
         )

@@ -1,4 +1,5 @@
-"""Parsing of the `whisper.dtype` config value and resolution of `auto` to the checkpoint's own dtype."""
+"""Resolving a `whisper.dtype` setting (parsed in nemo_ext/settings/whisper.py) to torch: the checkpoint's own
+dtype for `auto`, and the `dtype=` argument of `from_pretrained`."""
 
 from __future__ import annotations
 
@@ -7,32 +8,24 @@ import os
 
 import torch
 
-from nemo_ext.errors import ConfigError
+from nemo_ext.settings import whisper as whisper_settings
+from nemo_ext.settings.whisper import ALLOWED_DTYPES, AUTO
 
-AUTO = "auto"
-
-# Spelling accepted in configs -> canonical name. Canonical names are torch attribute names.
-_ALIASES = {
-    "auto": AUTO,
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-}
-ALLOWED_DTYPES = ("auto", "float16", "fp16", "bfloat16", "bf16", "float32", "fp32")
+__all__ = [
+    "ALLOWED_DTYPES",
+    "AUTO",
+    "checkpoint_dtype",
+    "from_pretrained_dtype_arg",
+    "parse_whisper_dtype",
+    "to_torch_dtype",
+]
 
 
 def parse_whisper_dtype(value: object, key: str = "whisper.dtype") -> str:
-    """Return the canonical dtype name ('auto', 'float16', 'bfloat16' or 'float32') for a config value."""
+    """The canonical dtype name for a config value or, from code, a torch dtype."""
     if isinstance(value, torch.dtype):
         value = str(value).removeprefix("torch.")
-    if not isinstance(value, str) or value.strip().lower() not in _ALIASES:
-        raise ConfigError(key, value, ", ".join(ALLOWED_DTYPES))
-    return _ALIASES[value.strip().lower()]
+    return whisper_settings.parse_whisper_dtype(value, key)
 
 
 def to_torch_dtype(canonical: str) -> torch.dtype:

@@ -2,7 +2,7 @@
 
     python recipes/easy_online_po.py [--config-name easy_online_po_tiny] [key=value ...] [+whisper.dtype=bf16]
 
-Config: conf/easy_online_po.yaml. Logic: nemo_ext/recipes/easy_online_po.py (callable without Hydra)."""
+Config: conf/easy_online_po.yaml. Stage: nemo_ext/stages/easy_online_po.py (EASY_ONLINE_PO.run(cfg) without Hydra)."""
 
 # First: a stop signal (SIGTERM, SIGINT, SLURM's SIGUSR1) during the imports below is kept, not fatal.
 from nemo_ext.recipes.early_signals import record_signals_from_now
@@ -11,11 +11,11 @@ record_signals_from_now()
 
 import os  # noqa: E402
 
-from nemo_ext.recipes.easy_online_po import run_easy_online_po  # noqa: E402
 from nemo_ext.recipes.entry import hydra_entry_point  # noqa: E402
+from nemo_ext.stages import EASY_ONLINE_PO  # noqa: E402
 
 main = hydra_entry_point(
-    run_easy_online_po, config_dir=os.path.join(os.path.dirname(__file__), "..", "conf"), config_name="easy_online_po"
+    EASY_ONLINE_PO, config_name="easy_online_po", config_dir=os.path.join(os.path.dirname(__file__), "..", "conf")
 )
 
 if __name__ == "__main__":

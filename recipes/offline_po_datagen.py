@@ -2,7 +2,8 @@
 
     python recipes/offline_po_datagen.py [--config-name offline_po_datagen_tiny] [key=value ...] [+whisper.dtype=fp16]
 
-Config: conf/offline_po_datagen.yaml. Logic: nemo_ext/recipes/offline_po_datagen.py (callable without Hydra)."""
+Config: conf/offline_po_datagen.yaml. Stage: nemo_ext/stages/offline_po_datagen.py
+(OFFLINE_PO_DATAGEN.run(cfg) without Hydra)."""
 
 # First: a stop signal (SIGTERM, SIGINT, SLURM's SIGUSR1) during the imports below is kept, not fatal.
 from nemo_ext.recipes.early_signals import record_signals_from_now
@@ -12,12 +13,12 @@ record_signals_from_now()
 import os  # noqa: E402
 
 from nemo_ext.recipes.entry import hydra_entry_point  # noqa: E402
-from nemo_ext.recipes.offline_po_datagen import run_offline_po_datagen  # noqa: E402
+from nemo_ext.stages import OFFLINE_PO_DATAGEN  # noqa: E402
 
 main = hydra_entry_point(
-    run_offline_po_datagen,
-    config_dir=os.path.join(os.path.dirname(__file__), "..", "conf"),
+    OFFLINE_PO_DATAGEN,
     config_name="offline_po_datagen",
+    config_dir=os.path.join(os.path.dirname(__file__), "..", "conf"),
 )
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import platform
 import statistics
 import sys
 
-from nemo_ext.tiny_grpo_benchmark import parse_arguments, run_tiny_grpo, write_report
+from nemo_ext_tools.tiny_grpo_benchmark import parse_arguments, run_tiny_grpo, write_report
 
 REWARD_PHASES = ("audio_io", "asr", "speaker_verification")
 REWARD_ASR_MODELS = ("whisper", "nemo")

@@ -17,14 +17,14 @@ import statistics
 import sys
 import time
 
-from nemo_ext.tiny_grpo_benchmark import parse_arguments, run_tiny_grpo, write_report
+from nemo_ext_tools.tiny_grpo_benchmark import parse_arguments, run_tiny_grpo, write_report
 
 
 def main() -> None:
     args = parse_arguments(__doc__, "telemetry_overhead.md")
     from lightning.pytorch import Callback
 
-    from nemo_ext import step_anatomy, telemetry
+    from nemo_ext.telemetry import anatomy, callback
 
     accounted = {"seconds": 0.0}
 
@@ -40,8 +40,8 @@ def main() -> None:
 
     # Charge the instrumentation's own time (nested calls would be counted twice: these do not nest).
     for name in ("begin", "end", "start_step", "end_step"):
-        setattr(step_anatomy.StepAnatomy, name, charged(getattr(step_anatomy.StepAnatomy, name)))
-    monitor = telemetry.WhisperMemoryMonitor
+        setattr(anatomy.StepAnatomy, name, charged(getattr(anatomy.StepAnatomy, name)))
+    monitor = callback.StepTelemetry
     for name in ("_end_step",):
         setattr(monitor, name, charged(getattr(monitor, name)))
 

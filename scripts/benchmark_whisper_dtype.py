@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-from nemo_ext.whisper_benchmark import (
+from nemo_ext_tools.whisper_benchmark import (
     BenchmarkSpec,
     audio_files,
     manifest_columns,
@@ -31,13 +31,14 @@ def spec_from_args(args) -> BenchmarkSpec:
     import torch
     from hydra import compose, initialize_config_dir
 
-    from nemo_ext.config import WhisperSettings, fold_whisper_shortcut
+    from nemo_ext.settings.fields import plain
+    from nemo_ext.settings.whisper import WhisperSettings, fold_whisper_shortcut
     from nemo_ext.whisper_dtype import parse_whisper_dtype
 
     conf_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
     with initialize_config_dir(config_dir=os.path.abspath(conf_dir), version_base="1.3"):
-        cfg = fold_whisper_shortcut(compose(config_name=args.config_name, overrides=args.overrides))
-    whisper = WhisperSettings.from_config(cfg.model.whisper)
+        cfg = fold_whisper_shortcut(plain(compose(config_name=args.config_name, overrides=args.overrides)))
+    whisper = WhisperSettings.parse(cfg["model"]["whisper"])
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     for dtype in dtypes:
         parse_whisper_dtype(dtype, key="--dtypes")

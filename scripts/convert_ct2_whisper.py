@@ -6,8 +6,8 @@ See scripts/fetch_pretrained_whisper.sh for a real pretrained one obtained from 
 
 import argparse
 
-from nemo_ext.ct2_whisper import convert_ct2_whisper
 from nemo_ext.whisper_dtype import parse_whisper_dtype, to_torch_dtype
+from nemo_ext_tools.ct2_whisper import convert_ct2_whisper
 
 
 def main() -> None:

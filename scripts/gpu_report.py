@@ -77,8 +77,9 @@ def whisper_section(args, work: str, tiny) -> list[str]:
 
 
 def grpo_section(args, work: str, tiny) -> list[str]:
-    from nemo_ext.telemetry import GRPO_PHASES, phase_figures
-    from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+    from nemo_ext.telemetry.figures import phase_figures
+    from nemo_ext.telemetry.phases import GRPO_PHASES
+    from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
     runs = os.path.join(work, "runs")
     result = _run(
@@ -147,7 +148,7 @@ def main() -> None:
 
     if args.accelerator == "gpu" and not torch.cuda.is_available():
         raise SystemExit("gpu_report: --accelerator gpu, but torch sees no CUDA device (use --accelerator cpu)")
-    from nemo_ext.tiny_fixtures import build_tiny_fixtures
+    from nemo_ext_tools.tiny_fixtures import build_tiny_fixtures
 
     tiny = build_tiny_fixtures(args.tiny_root)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -7,7 +7,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from nemo_ext.tiny_fixtures import build_tiny_fixtures
+from nemo_ext_tools.tiny_fixtures import build_tiny_fixtures
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import argparse
 import json
 import os
 
-from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
 
 def main() -> None:

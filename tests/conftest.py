@@ -21,7 +21,7 @@ from magpie_testing import compose  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """The embedded tiny default, built once per session (or reused from $MAGPIE_TEST_FIXTURES)."""
-    from nemo_ext.tiny_fixtures import build_tiny_fixtures
+    from nemo_ext_tools.tiny_fixtures import build_tiny_fixtures
 
     root = os.environ.get("MAGPIE_TEST_FIXTURES") or str(tmp_path_factory.mktemp("tiny"))
     return build_tiny_fixtures(root)

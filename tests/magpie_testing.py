@@ -94,7 +94,7 @@ def assert_wandb_reduces_rank_files(exp_dir, memory_dir, ranks: int) -> None:
     files, row by row, and the ranks' figures differ somewhere (or the reduction would go untested)."""
     import pytest
 
-    from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+    from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
     per_rank = {r: read_jsonl(os.path.join(memory_dir, f"rank{r}.jsonl")) for r in range(ranks)}
     rows = [
@@ -112,3 +112,12 @@ def assert_wandb_reduces_rank_files(exp_dir, memory_dir, ranks: int) -> None:
             assert row[f"{key}_mean"] == pytest.approx(sum(values) / ranks, rel=1e-12)
             differing += len(set(values)) > 1
     assert differing > 0, "ranks reported identical figures: the reduction would be untested"
+
+
+def stage_configs(stage, cfg, test_manifest: str | None = None):
+    """(the validated config, writable; the model config) of `stage`, as its recipe builds them: for the parity
+    harness, which builds NeMo's classes and ours from the same two."""
+    from nemo_ext.recipes.model_config import stage_model_config, writable_config
+
+    settings = stage.parse(cfg)
+    return writable_config(settings), stage_model_config(settings, test_manifest)

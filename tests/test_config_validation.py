@@ -6,19 +6,19 @@ import pytest
 from magpie_testing import compose, run_recipe
 from omegaconf import OmegaConf
 
-from nemo_ext.config import NemoModelSettings, WhisperSettings, fold_whisper_shortcut
 from nemo_ext.errors import ConfigError
-from nemo_ext.recipes.offline_po_datagen import run_offline_po_datagen
-from nemo_ext.recipes.offline_po_dpo import run_offline_po_dpo
-from nemo_ext.recipes.online_po import run_online_po
+from nemo_ext.settings.fields import plain
+from nemo_ext.settings.reward_models import NemoModelSettings
+from nemo_ext.settings.whisper import WhisperSettings, fold_whisper_shortcut
+from nemo_ext.stages import OFFLINE_PO_DATAGEN, OFFLINE_PO_DPO, ONLINE_PO
 
 
 def test_plus_shortcut_lands_top_level_and_is_folded_into_model_whisper():
     cfg = compose("online_po", ["+whisper.dtype=bf16", "+whisper.batch_size=3"])
     assert cfg.whisper.dtype == "bf16" and cfg.model.whisper.dtype == "auto"
-    folded = fold_whisper_shortcut(cfg)
+    folded = fold_whisper_shortcut(plain(cfg))
     assert "whisper" not in folded
-    settings = WhisperSettings.from_config(folded.model.whisper)
+    settings = WhisperSettings.parse(folded["model"]["whisper"])
     assert (settings.dtype, settings.batch_size, settings.pretrained) == ("bfloat16", 3, "openai/whisper-large-v3")
 
 
@@ -40,36 +40,36 @@ def test_plus_on_the_full_key_is_rejected_by_hydra_and_plain_override_works():
     ],
 )
 def test_shortcut_errors_name_the_key_the_user_typed(node, key, bad):
-    cfg = OmegaConf.create({"whisper": node, "model": {"whisper": {"dtype": "auto"}}})
+    cfg = {"whisper": node, "model": {"whisper": {"dtype": "auto"}}}
     with pytest.raises(ConfigError, match=f"^{key}={bad} is invalid; allowed: "):
         fold_whisper_shortcut(cfg)
 
 
 def test_nemo_model_settings_accept_names_and_existing_nemo_files(tmp_path):
-    assert not NemoModelSettings.from_config(None, "model.nemo_asr", "nvidia/parakeet-ctc-0.6b").is_local_file
+    assert not NemoModelSettings.parse(None, "model.nemo_asr", "nvidia/parakeet-ctc-0.6b").is_local_file
     path = tmp_path / "asr.nemo"
     path.write_bytes(b"x")
-    assert NemoModelSettings.from_config(OmegaConf.create({"pretrained": str(path)}), "k", "d").is_local_file
+    assert NemoModelSettings.parse(OmegaConf.create({"pretrained": str(path)}), "k", "d").is_local_file
     with pytest.raises(ConfigError, match=r"model.nemo_asr.pretrained='/nope.nemo' is invalid"):
-        NemoModelSettings.from_config(OmegaConf.create({"pretrained": "/nope.nemo"}), "model.nemo_asr", "d")
+        NemoModelSettings.parse(OmegaConf.create({"pretrained": "/nope.nemo"}), "model.nemo_asr", "d")
 
 
 @pytest.mark.parametrize(
     ("run", "config", "override", "message"),
     [
-        (run_online_po, "online_po_tiny", "model.reward_asr_model=wav2vec", "model.reward_asr_model='wav2vec'"),
-        (run_online_po, "online_po_tiny", "model.loss_type=ppo", "model.loss_type='ppo'"),
-        (run_online_po, "online_po_tiny", "init_from_ptl_ckpt=/missing.ckpt", "init_from_ptl_ckpt='/missing.ckpt'"),
-        (run_online_po, "online_po_tiny", "data.train_manifest=/missing.json", "data.train_manifest='/missing.json'"),
-        (run_online_po, "online_po_tiny", "+whisper.pretrained=/models/nope", "whisper.pretrained='/models/nope'"),
-        (run_online_po, "online_po_tiny", "+exp_manager.wandb_logger_kwargs.api_key=abc123", "api_key='<redacted>'"),
+        (ONLINE_PO.run, "online_po_tiny", "model.reward_asr_model=wav2vec", "model.reward_asr_model='wav2vec'"),
+        (ONLINE_PO.run, "online_po_tiny", "model.loss_type=ppo", "model.loss_type='ppo'"),
+        (ONLINE_PO.run, "online_po_tiny", "init_from_ptl_ckpt=/missing.ckpt", "init_from_ptl_ckpt='/missing.ckpt'"),
+        (ONLINE_PO.run, "online_po_tiny", "data.train_manifest=/missing.json", "data.train_manifest='/missing.json'"),
+        (ONLINE_PO.run, "online_po_tiny", "+whisper.pretrained=/models/nope", "whisper.pretrained='/models/nope'"),
+        (ONLINE_PO.run, "online_po_tiny", "+exp_manager.wandb_logger_kwargs.api_key=abc123", "api_key='<redacted>'"),
         (
-            run_offline_po_datagen,
+            OFFLINE_PO_DATAGEN.run,
             "offline_po_datagen_tiny",
             "model.load_whisper_model=false",
             "model.load_whisper_model=False",
         ),
-        (run_offline_po_dpo, "offline_po_dpo_tiny", "model.dpo_loss_type=kto", "model.dpo_loss_type='kto'"),
+        (OFFLINE_PO_DPO.run, "offline_po_dpo_tiny", "model.dpo_loss_type=kto", "model.dpo_loss_type='kto'"),
     ],
 )
 def test_bad_input_fails_before_any_model_is_built(tiny_config, tmp_path, run, config, override, message):
@@ -83,7 +83,7 @@ def test_bad_input_fails_before_any_model_is_built(tiny_config, tmp_path, run, c
 
 def test_missing_required_path_in_real_config():
     with pytest.raises(ConfigError, match=r"^init_from_ptl_ckpt='\?\?\?' is invalid; allowed: a path"):
-        run_online_po(compose("online_po"))
+        ONLINE_PO.run(compose("online_po"))
 
 
 def test_cli_bad_dtype_exits_2_in_seconds_with_one_line(tiny, tmp_path):
@@ -141,11 +141,10 @@ def test_pesq_without_torchaudio_is_refused_before_any_model_is_built(tiny_confi
     import importlib.util
 
     from nemo_ext.errors import ConfigError
-    from nemo_ext.recipes import online_po
 
     assert importlib.util.find_spec("torchaudio") is None
     with pytest.raises(ConfigError, match=r"^model\.use_pesq=True is invalid; allowed: false \(.*torchaudio"):
-        online_po.validated_config(tiny_config("online_po_tiny", "model.use_pesq=true"))
+        ONLINE_PO.parse(tiny_config("online_po_tiny", "model.use_pesq=true"))
     assert not (tmp_path / "runs").exists()
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from nemo_ext.config import WhisperSettings
-from nemo_ext.ct2_whisper import convert_ct2_whisper, read_ct2_model
+from nemo_ext.settings.whisper import WhisperSettings
 from nemo_ext.whisper_asr import load_whisper, transcribe_with_whisper
+from nemo_ext_tools.ct2_whisper import convert_ct2_whisper, read_ct2_model
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAINED = Path(os.environ.get("MAGPIE_WHISPER_TINY_EN", REPO / ".cache" / "whisper-tiny.en"))
@@ -81,7 +81,7 @@ def hf_to_ct2(model) -> dict[str, np.ndarray]:
 
 
 def test_round_trip_through_ct2_format_is_exact(tiny, tmp_path):
-    _, original = load_whisper(WhisperSettings.from_config({"pretrained": tiny.whisper, "dtype": "fp16"}))
+    _, original = load_whisper(WhisperSettings.parse({"pretrained": tiny.whisper, "dtype": "fp16"}))
     ct2_dir = tmp_path / "ct2"
     ct2_dir.mkdir()
     write_ct2_model(
@@ -100,7 +100,7 @@ def test_round_trip_through_ct2_format_is_exact(tiny, tmp_path):
     assert parsed.variables["decoder/projection/weight"] is parsed.variables["decoder/embeddings/weight"]
 
     convert_ct2_whisper(str(ct2_dir), str(tmp_path / "hf"), torch.float16)
-    _, converted = load_whisper(WhisperSettings.from_config({"pretrained": str(tmp_path / "hf"), "dtype": "auto"}))
+    _, converted = load_whisper(WhisperSettings.parse({"pretrained": str(tmp_path / "hf"), "dtype": "auto"}))
     assert converted.dtype == torch.float16
     expected = original.state_dict()
     for key, value in converted.state_dict().items():
@@ -125,7 +125,7 @@ def test_a_tokenizer_without_timestamp_tokens_is_completed_and_other_gaps_are_re
     follow <|notimestamps|> in the vocabulary."""
     from transformers import WhisperTokenizer
 
-    _, model = load_whisper(WhisperSettings.from_config({"pretrained": tiny.whisper, "dtype": "fp32"}))
+    _, model = load_whisper(WhisperSettings.parse({"pretrained": tiny.whisper, "dtype": "fp32"}))
     tokens = model.config.vocab_size
     model.resize_token_embeddings(tokens + 3)  # the vocabulary has 3 timestamp tokens the tokenizer lacks
     ct2_dir = write_ct2_dir(tmp_path, model, os.path.join(tiny.whisper, "tokenizer.json"))
@@ -134,7 +134,7 @@ def test_a_tokenizer_without_timestamp_tokens_is_completed_and_other_gaps_are_re
     assert len(tokenizer) == tokens + 3
     assert tokenizer.convert_ids_to_tokens([tokens, tokens + 2]) == ["<|0.00|>", "<|0.04|>"]
 
-    _, smaller = load_whisper(WhisperSettings.from_config({"pretrained": tiny.whisper, "dtype": "fp32"}))
+    _, smaller = load_whisper(WhisperSettings.parse({"pretrained": tiny.whisper, "dtype": "fp32"}))
     smaller.resize_token_embeddings(tokens - 1)  # now the tokenizer has a token the vocabulary lacks
     (tmp_path / "second").mkdir()
     ct2_dir = write_ct2_dir(tmp_path / "second", smaller, os.path.join(tiny.whisper, "tokenizer.json"))
@@ -160,7 +160,7 @@ def test_real_pretrained_whisper_transcribes_synthesized_speech(tmp_path):
         subprocess.run(["espeak-ng", "-w", wavs[-1], sentence], check=True)
     transcripts = {}
     for dtype in ("auto", "fp32"):
-        processor, model = load_whisper(WhisperSettings.from_config({"pretrained": str(PRETRAINED), "dtype": dtype}))
+        processor, model = load_whisper(WhisperSettings.parse({"pretrained": str(PRETRAINED), "dtype": dtype}))
         transcripts[dtype] = transcribe_with_whisper(wavs, "en", processor, model, "cpu")
     assert model.config.vocab_size == 51864  # OpenAI tiny.en
     first, second = (t.lower() for t in transcripts["auto"])

@@ -9,11 +9,12 @@ from unittest import mock
 
 import pytest
 from magpie_testing import run_recipe
-from omegaconf import OmegaConf
 
 from nemo_ext.errors import ConfigError
 from nemo_ext.recipes.devices import devices_per_node
-from nemo_ext.recipes.setup import trainer_arguments
+from nemo_ext.recipes.trainer import trainer_arguments
+from nemo_ext.settings.trainer import TrainerSettings
+from nemo_ext.stages import ONLINE_PO
 
 GPU_SPELLINGS = ["auto", -1, "-1", "0,1", [0, 1], 2, "2", "1,", 1, "3", [2]]
 CPU_SPELLINGS = ["auto", 1, 2, "2", " 3 "]
@@ -52,13 +53,13 @@ def test_cpu_spellings_count_as_lightning_counts(devices):
 
 @pytest.mark.parametrize("devices", ["auto", -1, "-1", "0,1", [0, 1]], ids=repr)
 def test_every_multi_gpu_spelling_gets_the_strategy_that_works(four_gpus, devices):
-    trainer = OmegaConf.create({"accelerator": "gpu", "devices": devices, "num_nodes": 1, "strategy": "auto"})
-    assert trainer_arguments(OmegaConf.create({"trainer": trainer}))["strategy"] == "ddp_find_unused_parameters_true"
+    trainer = TrainerSettings.parse({"accelerator": "gpu", "devices": devices, "num_nodes": 1, "strategy": "auto"})
+    assert trainer_arguments(trainer)["strategy"] == "ddp_find_unused_parameters_true"
 
 
 def test_one_device_keeps_lightnings_choice(four_gpus):
-    trainer = OmegaConf.create({"accelerator": "gpu", "devices": "1,", "strategy": "auto"})
-    assert trainer_arguments(OmegaConf.create({"trainer": trainer}))["strategy"] == "auto"
+    trainer = TrainerSettings.parse({"accelerator": "gpu", "devices": "1,", "strategy": "auto"})
+    assert trainer_arguments(trainer)["strategy"] == "auto"
 
 
 @pytest.mark.parametrize("devices", [-1, "-1", 0, "x", True, "0,1"], ids=repr)
@@ -95,7 +96,5 @@ def test_two_processes_from_a_string_spelling_with_the_nemo_reward_for_three_ste
 
 
 def test_a_bad_spelling_is_refused_before_any_model_is_built(tiny_config):
-    from nemo_ext.recipes import online_po
-
     with pytest.raises(ConfigError, match=r"trainer\.devices.*'x'"):
-        online_po.validated_config(tiny_config("online_po_tiny", "trainer.devices=x"))
+        ONLINE_PO.parse(tiny_config("online_po_tiny", "trainer.devices=x"))

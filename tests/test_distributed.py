@@ -6,7 +6,7 @@ import os
 import pytest
 from magpie_testing import free_port, read_jsonl, run_recipe, start_recipe
 
-from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.multiprocess]
 

@@ -12,13 +12,12 @@ import torch
 from magpie_testing import run_recipe
 
 from nemo_ext.checkpoints import configs_in_checkpoints_allowed
-from nemo_ext.config import WhisperSettings
 from nemo_ext.errors import ConfigError
-from nemo_ext.recipes import easy_online_po
-from nemo_ext.recipes.easy_online_po import run_easy_online_po
-from nemo_ext.telemetry import GRPO_PHASES
-from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+from nemo_ext.settings.whisper import WhisperSettings
+from nemo_ext.stages import EASY_ONLINE_PO
+from nemo_ext.telemetry.phases import GRPO_PHASES
 from nemo_ext.whisper_asr import load_whisper
+from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +33,7 @@ REWARD_MODELS = ("whisper_model", "_eval_asr_model", "_eval_speaker_verification
     ],
 )
 def test_one_grpo_step_with_the_whisper_reward(tiny_config, tmp_path, tiny, override, dtype, bytes_per_param):
-    run = run_easy_online_po(tiny_config("easy_online_po_tiny", override, "trainer.max_steps=1"))
+    run = EASY_ONLINE_PO.run(tiny_config("easy_online_po_tiny", override, "trainer.max_steps=1"))
     model, trainer = run.model, run.trainer
     assert trainer.global_step == 1
     whisper = model.whisper_model
@@ -42,7 +41,7 @@ def test_one_grpo_step_with_the_whisper_reward(tiny_config, tmp_path, tiny, over
     # Loaded once, from model.whisper, in the configured dtype, and still in it (and unchanged) after the step.
     assert {p.dtype for p in whisper.parameters()} == {dtype}
     assert model._eval_asr_model is None
-    _, fresh = load_whisper(WhisperSettings.from_config({"pretrained": tiny.whisper, "dtype": override.split("=")[1]}))
+    _, fresh = load_whisper(WhisperSettings.parse({"pretrained": tiny.whisper, "dtype": override.split("=")[1]}))
     for (name, before), after in zip(fresh.state_dict().items(), whisper.state_dict().values()):
         assert torch.equal(before, after), name
 
@@ -77,7 +76,7 @@ def test_one_grpo_step_with_the_whisper_reward(tiny_config, tmp_path, tiny, over
 
 
 def test_one_grpo_step_with_the_nemo_asr_reward(tiny_config, tiny):
-    run = run_easy_online_po(tiny_config("easy_online_po_tiny", "model.reward_asr_model=nemo", "trainer.max_steps=1"))
+    run = EASY_ONLINE_PO.run(tiny_config("easy_online_po_tiny", "model.reward_asr_model=nemo", "trainer.max_steps=1"))
     # The tiny .nemo from model.nemo_asr (NeMo loads parakeet-ctc from the hub by name, through the RNNT class).
     assert type(run.model._eval_asr_model).__name__ == "EncDecCTCModel"
     assert run.model.whisper_model is None
@@ -104,7 +103,7 @@ def test_reward_models_and_reference_are_not_in_ddp(tiny_config):
 
     frozen_names = ("whisper_model.", "_eval_speaker_verification_model.", "_reference_model.", "_codec_model.")
     probe = RecordDDP()
-    run = run_easy_online_po(
+    run = EASY_ONLINE_PO.run(
         tiny_config("easy_online_po_tiny", "trainer.strategy=ddp_find_unused_parameters_true", "trainer.max_steps=2"),
         callbacks=[probe],
     )
@@ -166,7 +165,7 @@ def test_the_readme_command_runs_a_step_from_the_command_line(tiny, tmp_path):
 )
 def test_bad_values_are_refused_before_any_model_is_built(tiny_config, tmp_path, override, key, allowed):
     with pytest.raises(ConfigError, match=rf"^{key}=") as refused:
-        easy_online_po.validated_config(tiny_config("easy_online_po_tiny", override))
+        EASY_ONLINE_PO.parse(tiny_config("easy_online_po_tiny", override))
     assert allowed in str(refused.value)
     assert not (tmp_path / "runs").exists()
 
@@ -184,7 +183,7 @@ def test_nemos_ctc_checkpoint_through_the_rnnt_class_loads_as_ctc(tiny):
 def test_validation_scores_with_whisper_through_the_working_helper(tiny_config):
     """NeMo's validation step (always on in its PO class) transcribes with the helper that fails under
     transformers 5; here it runs, and writes its clips and metrics."""
-    run = run_easy_online_po(
+    run = EASY_ONLINE_PO.run(
         tiny_config(
             "easy_online_po_tiny",
             "trainer.max_steps=1",
@@ -200,9 +199,9 @@ def test_validation_scores_with_whisper_through_the_working_helper(tiny_config):
 def test_a_stopped_run_resumes_to_its_step_budget(tiny_config):
     """The run lifecycle is the MagpieTTS stages' (StageRun): a finished budget extended with `resume=` continues
     from the saved checkpoint, optimizer state included (manual optimization)."""
-    first = run_easy_online_po(tiny_config("easy_online_po_tiny", "trainer.max_steps=1"))
+    first = EASY_ONLINE_PO.run(tiny_config("easy_online_po_tiny", "trainer.max_steps=1"))
     folder = os.path.dirname(first.log_dir) if os.path.basename(first.log_dir) == "version_0" else first.log_dir
-    again = run_easy_online_po(tiny_config("easy_online_po_tiny", "trainer.max_steps=2", f"resume={folder}"))
+    again = EASY_ONLINE_PO.run(tiny_config("easy_online_po_tiny", "trainer.max_steps=2", f"resume={folder}"))
     assert again.trainer.global_step == 2
     state = json.load(open(os.path.join(folder, "state", "run_state.json")))
     assert (state["status"], state["global_step"]) == ("finished", 2)
@@ -215,7 +214,7 @@ def test_rollout_clips_stay_in_memory_unless_files_are_asked_for(tiny_config, re
     (ours in memory, NeMo's class with its files)."""
     written = {}
     for files in (False, True):
-        run = run_easy_online_po(
+        run = EASY_ONLINE_PO.run(
             tiny_config(
                 "easy_online_po_tiny",
                 f"model.reward_asr_model={reward_asr}",

@@ -9,9 +9,7 @@ from magpie_testing import run_recipe
 
 from nemo_ext.errors import ConfigError
 from nemo_ext.manifests import check_manifest
-from nemo_ext.recipes.offline_po_datagen import run_offline_po_datagen
-from nemo_ext.recipes.offline_po_dpo import run_offline_po_dpo
-from nemo_ext.recipes.online_po import run_online_po
+from nemo_ext.stages import OFFLINE_PO_DATAGEN, OFFLINE_PO_DPO, ONLINE_PO
 
 
 def read_lines(path):
@@ -47,20 +45,20 @@ def manifests(tiny, tmp_path):
 
 CASES = [
     # (recipe, tiny config, manifest variant or None, extra override, the message, as a regex)
-    (run_online_po, "online_po_tiny", "relative_audio", None, r"line 1: 'utt0\.wav'"),
-    (run_online_po, "online_po_tiny", "missing_audio", None, r"existing files in 'context_audio_filepath' \(line 3"),
-    (run_online_po, "online_po_tiny", "malformed", None, r"line 3 is not JSON"),
-    (run_offline_po_datagen, "offline_po_datagen_tiny", "empty", None, r"at least one line \(this one is empty\)"),
-    (run_offline_po_dpo, "offline_po_dpo_tiny", "empty", None, r"at least one line \(this one is empty\)"),
-    (run_offline_po_dpo, "offline_po_dpo_tiny", "odd_pairs", None, r"an even number of lines.* \(it has 3\)"),
-    (run_offline_po_dpo, "offline_po_dpo_tiny", "no_reward", None, r"line 1 lacks reward"),
-    (run_offline_po_dpo, "offline_po_dpo_tiny", "rejected_reward_1", None, r"reward < 1 on every rejected line"),
-    (run_offline_po_dpo, "offline_po_dpo_tiny", "pair_split_by_duration", None, r"line 2 is outside it"),
-    (run_online_po, "online_po_tiny", "all_too_long", None, r"all 4 lines are outside it"),
-    (run_online_po, "online_po_tiny", None, "data.batch_size=0", r"^data\.batch_size=0 is invalid"),
-    (run_online_po, "online_po_tiny", None, "trainer.precision=bf16-true", r"alignment_loss_scale=0.002 \(the CTC"),
-    (run_online_po, "online_po_tiny", None, "trainer.precision=16-true", r"^trainer\.precision='16-true'"),
-    (run_offline_po_datagen, "offline_po_datagen_tiny", None, "data.min_duration=5", r"all 4 lines are outside"),
+    (ONLINE_PO.run, "online_po_tiny", "relative_audio", None, r"line 1: 'utt0\.wav'"),
+    (ONLINE_PO.run, "online_po_tiny", "missing_audio", None, r"existing files in 'context_audio_filepath' \(line 3"),
+    (ONLINE_PO.run, "online_po_tiny", "malformed", None, r"line 3 is not JSON"),
+    (OFFLINE_PO_DATAGEN.run, "offline_po_datagen_tiny", "empty", None, r"at least one line \(this one is empty\)"),
+    (OFFLINE_PO_DPO.run, "offline_po_dpo_tiny", "empty", None, r"at least one line \(this one is empty\)"),
+    (OFFLINE_PO_DPO.run, "offline_po_dpo_tiny", "odd_pairs", None, r"an even number of lines.* \(it has 3\)"),
+    (OFFLINE_PO_DPO.run, "offline_po_dpo_tiny", "no_reward", None, r"line 1 lacks reward"),
+    (OFFLINE_PO_DPO.run, "offline_po_dpo_tiny", "rejected_reward_1", None, r"reward < 1 on every rejected line"),
+    (OFFLINE_PO_DPO.run, "offline_po_dpo_tiny", "pair_split_by_duration", None, r"line 2 is outside it"),
+    (ONLINE_PO.run, "online_po_tiny", "all_too_long", None, r"all 4 lines are outside it"),
+    (ONLINE_PO.run, "online_po_tiny", None, "data.batch_size=0", r"^data\.batch_size=0 is invalid"),
+    (ONLINE_PO.run, "online_po_tiny", None, "trainer.precision=bf16-true", r"alignment_loss_scale=0.002 \(the CTC"),
+    (ONLINE_PO.run, "online_po_tiny", None, "trainer.precision=16-true", r"^trainer\.precision='16-true'"),
+    (OFFLINE_PO_DATAGEN.run, "offline_po_datagen_tiny", None, "data.min_duration=5", r"all 4 lines are outside"),
 ]
 
 
@@ -110,7 +108,7 @@ def test_recipe_exits_2_with_one_line_and_dry_run_refuses_too(tiny, tmp_path, ma
 def test_lines_outside_the_duration_range_are_counted(tiny, tmp_path, tiny_config, capsys):
     rows = read_lines(tiny.manifest)
     path = write_lines(tmp_path / "m.json", [dict(rows[0], duration=30.0)] + rows[1:])
-    assert run_online_po(tiny_config("online_po_tiny", f"data.train_manifest={path}", "dry_run=true")) is None
+    assert ONLINE_PO.run(tiny_config("online_po_tiny", f"data.train_manifest={path}", "dry_run=true")) is None
     assert (
         "data.train_manifest: 1 of 4 lines last outside data.min_duration..data.max_duration" in capsys.readouterr().out
     )

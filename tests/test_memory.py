@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nemo_ext.memory import cuda_memory, module_footprint, process_peak_rss_bytes, process_rss_bytes
+from nemo_ext.telemetry.memory import cuda_memory, module_footprint, process_peak_rss_bytes, process_rss_bytes
 
 
 def test_module_footprint_is_exact():

@@ -11,9 +11,7 @@ import pytest
 import torch
 from magpie_testing import REPO, compose
 
-from nemo_ext.recipes.offline_po_datagen import run_offline_po_datagen
-from nemo_ext.recipes.offline_po_dpo import run_offline_po_dpo
-from nemo_ext.recipes.offline_po_pairs import run_offline_po_pairs
+from nemo_ext.stages import OFFLINE_PO_DATAGEN, OFFLINE_PO_DPO, OFFLINE_PO_PAIRS
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +30,7 @@ def datagen_run(tiny, tmp_path_factory):
         "offline_po_datagen_tiny",
         [f"tiny_root={tiny.root}", f"exp_manager.exp_dir={root / 'runs'}", f"data.test_manifest={texts}"],
     )
-    run = run_offline_po_datagen(cfg)
+    run = OFFLINE_PO_DATAGEN.run(cfg)
     return os.path.dirname(run.audio_dir)
 
 
@@ -49,7 +47,7 @@ def test_datagen_writes_each_samples_manifest_line_into_its_metrics(datagen_run)
 
 @pytest.mark.parametrize("use_codes", [True, False])
 def test_dpo_trains_on_pairs_made_from_real_datagen_output(datagen_run, tiny, tmp_path, use_codes):
-    pairs = run_offline_po_pairs(
+    pairs = OFFLINE_PO_PAIRS.run(
         compose(
             "offline_po_pairs_tiny",
             [f"datagen_run={datagen_run}", f"output_dir={tmp_path / 'pairs'}", f"use_codes={use_codes}"],
@@ -74,7 +72,7 @@ def test_dpo_trains_on_pairs_made_from_real_datagen_output(datagen_run, tiny, tm
             "trainer.limit_val_batches=1.0",
         ],
     )
-    run = run_offline_po_dpo(cfg)
+    run = OFFLINE_PO_DPO.run(cfg)
     assert run.trainer.global_step == -(-pairs.train_pairs // cfg.data.batch_size)
     assert torch.isfinite(run.trainer.logged_metrics["train_loss"])
     reference = torch.load(tiny.reference_checkpoint, weights_only=False)["state_dict"]

@@ -5,8 +5,7 @@ import json
 import pytest
 import torch
 
-from nemo_ext.recipes.offline_po_datagen import run_offline_po_datagen
-from nemo_ext.recipes.offline_po_dpo import run_offline_po_dpo
+from nemo_ext.stages import OFFLINE_PO_DATAGEN, OFFLINE_PO_DPO
 
 pytestmark = pytest.mark.e2e
 
@@ -17,7 +16,7 @@ METRIC_KEYS = {"cer_gt", "wer_gt", "duration", "spk_similarity", "pred_transcrip
     ("override", "dtype"), [("+whisper.dtype=auto", torch.float16), ("+whisper.dtype=fp32", torch.float32)]
 )
 def test_datagen_scores_every_item_with_whisper_in_configured_dtype(tiny_config, override, dtype):
-    run = run_offline_po_datagen(tiny_config("offline_po_datagen_tiny", override))
+    run = OFFLINE_PO_DATAGEN.run(tiny_config("offline_po_datagen_tiny", override))
     assert run.model.whisper_model.dtype == dtype
     assert not any(p.requires_grad for p in run.model.whisper_model.parameters())
     files = run.metrics_files()
@@ -28,7 +27,9 @@ def test_datagen_scores_every_item_with_whisper_in_configured_dtype(tiny_config,
 
 def assert_metrics_recomputed_from_the_files(run, files):
     """Each metrics file says what its own wav and the manifest say, computed here independently: the text,
-    CER/WER of the transcript written, duration of the wav, cosine of the speaker embeddings of both wavs."""
+    CER/WER of the transcript written, duration of the wav, cosine of the speaker embeddings of both wavs. The
+    speaker model embeds a DataGen batch's clips together (padded to the longest), so they are embedded here in the
+    same batches: generated clips of items 0-1, 2-3, ..., and their target clips."""
     import numpy as np
     import soundfile as sf
     from nemo.collections.asr.metrics.wer import word_error_rate
@@ -36,8 +37,21 @@ def assert_metrics_recomputed_from_the_files(run, files):
 
     manifest = [json.loads(line) for line in open(run.model.cfg.test_ds.datasets.dataset_meta.data.manifest_path)]
     by_item = {row["magpie_item_id"]: row for row in manifest}
+    batch_size = run.model.cfg.test_ds.dataloader_params.batch_size
+    by_metrics = {path: json.loads(open(path).read()) for path in files}
+    ordered = sorted(files, key=lambda path: by_metrics[path]["item_id"])
+    sv = run.model.eval_speaker_verification_model
+    cosines = {}
+    for start in range(0, len(ordered), batch_size):
+        batch = ordered[start : start + batch_size]
+        wavs = [path.replace("_metrics.json", ".wav") for path in batch]
+        targets = [by_item[by_metrics[path]["item_id"]]["audio_filepath"] for path in batch]
+        generated = get_speaker_embeddings_from_filepaths(wavs, sv, "cpu").numpy()
+        reference = get_speaker_embeddings_from_filepaths(targets, sv, "cpu").numpy()
+        for path, g, r in zip(batch, generated, reference):
+            cosines[path] = float(np.dot(g, r) / (np.linalg.norm(g) * np.linalg.norm(r)))
     for path in files:
-        metrics = json.loads(open(path).read())
+        metrics = by_metrics[path]
         assert set(metrics) == METRIC_KEYS
         row, wav = by_item[metrics["item_id"]], path.replace("_metrics.json", ".wav")
         assert metrics["gt_transcript"] == process_text_for_cer(row["text"]) != ""
@@ -47,14 +61,11 @@ def assert_metrics_recomputed_from_the_files(run, files):
         assert metrics["wer_gt"] == word_error_rate([pred], [gt], use_cer=False)
         audio, rate = sf.read(wav)
         assert metrics["duration"] == pytest.approx(len(audio) / rate, abs=1e-9)
-        sv = run.model.eval_speaker_verification_model
-        generated, reference = get_speaker_embeddings_from_filepaths([wav, row["audio_filepath"]], sv, "cpu").numpy()
-        cosine = float(np.dot(generated, reference) / (np.linalg.norm(generated) * np.linalg.norm(reference)))
-        assert metrics["spk_similarity"] == pytest.approx(cosine, rel=1e-5)
+        assert metrics["spk_similarity"] == pytest.approx(cosines[path], rel=1e-5)
 
 
 def test_datagen_english_uses_the_configured_nemo_asr_and_no_whisper(tiny_config, tiny):
-    run = run_offline_po_datagen(tiny_config("offline_po_datagen_tiny", "model.pref_set_language=en"))
+    run = OFFLINE_PO_DATAGEN.run(tiny_config("offline_po_datagen_tiny", "model.pref_set_language=en"))
     assert getattr(run.model, "whisper_model", None) is None  # load_whisper_model: null resolved to false
     assert type(run.model.eval_asr_model).__name__ == "EncDecCTCModel"  # the tiny .nemo, not a hub download
     assert len(run.metrics_files()) == 4
@@ -68,7 +79,7 @@ def test_asr_failure_is_invalid_only_for_short_generations(tiny_config, monkeypa
     threshold raised so the tiny generations count as short."""
     from nemo_ext.models import offline_po_datagen as datagen
 
-    run = run_offline_po_datagen(tiny_config("offline_po_datagen_tiny", "model.pref_set_language=en"))
+    run = OFFLINE_PO_DATAGEN.run(tiny_config("offline_po_datagen_tiny", "model.pref_set_language=en"))
     model = run.model
     batch = next(iter(model._test_dl))
 
@@ -104,19 +115,19 @@ def test_whisper_transcripts_are_normalized_when_asked(tiny_config, monkeypatch,
     monkeypatch.setattr(Normalizer, "normalize", counting)
     overrides = ["model.normalize_whisper_transcript=true", "trainer.max_steps=1"]
     if stage == "online_po":
-        from nemo_ext.recipes.online_po import run_online_po
+        from nemo_ext.stages import ONLINE_PO
 
-        run_online_po(tiny_config("online_po_tiny", "model.reward_asr_model=whisper", *overrides))
+        ONLINE_PO.run(tiny_config("online_po_tiny", "model.reward_asr_model=whisper", *overrides))
         expected = 4  # batch 2 x 2 generations
     else:
-        run_offline_po_datagen(tiny_config("offline_po_datagen_tiny", *overrides[:1]))
+        OFFLINE_PO_DATAGEN.run(tiny_config("offline_po_datagen_tiny", *overrides[:1]))
         expected = 4  # the 4 manifest items
     assert len(normalized) == expected
     assert {lang for lang, _ in normalized} == {"de"}  # the tiny manifest's language
 
 
 def test_one_dpo_step(tiny_config, tiny):
-    run = run_offline_po_dpo(tiny_config("offline_po_dpo_tiny", "+whisper.dtype=bf16"))
+    run = OFFLINE_PO_DPO.run(tiny_config("offline_po_dpo_tiny", "+whisper.dtype=bf16"))
     assert run.trainer.global_step == 1
     assert torch.isfinite(run.trainer.logged_metrics["train_loss"])
     reference = torch.load(tiny.reference_checkpoint, weights_only=False)["state_dict"]

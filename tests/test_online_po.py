@@ -6,10 +6,10 @@ import os
 import pytest
 import torch
 
-from nemo_ext.config import WhisperSettings
-from nemo_ext.recipes.online_po import run_online_po
-from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+from nemo_ext.settings.whisper import WhisperSettings
+from nemo_ext.stages import ONLINE_PO
 from nemo_ext.whisper_asr import load_whisper
+from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
     ],
 )
 def test_one_grpo_step(tiny_config, tmp_path, tiny, override, dtype, bytes_per_param):
-    run = run_online_po(tiny_config("online_po_tiny", override, "trainer.max_steps=1"))
+    run = ONLINE_PO.run(tiny_config("online_po_tiny", override, "trainer.max_steps=1"))
     model, trainer = run.model, run.trainer
     whisper = model.whisper_model
     assert trainer.global_step == 1
@@ -39,7 +39,7 @@ def test_one_grpo_step(tiny_config, tmp_path, tiny, override, dtype, bytes_per_p
         assert not optimized & {id(p) for p in module.parameters()}, name
         # Reward models always run in eval mode; the reference follows the policy (reference_policy_mode: matched).
         assert module.training == (name == "_reference_model" and model.training), name
-    _, fresh = load_whisper(WhisperSettings.from_config({"pretrained": tiny.whisper, "dtype": override.split("=")[1]}))
+    _, fresh = load_whisper(WhisperSettings.parse({"pretrained": tiny.whisper, "dtype": override.split("=")[1]}))
     for (name, before), after in zip(fresh.state_dict().items(), whisper.state_dict().values()):
         assert torch.equal(before, after), name
 
@@ -72,7 +72,7 @@ def test_reward_models_are_not_in_ddp_gradient_buckets(tiny_config, tiny):
             self.bucketed = trainer.strategy.model._get_ddp_logging_data()
 
     probe = RecordDDP()
-    run = run_online_po(
+    run = ONLINE_PO.run(
         tiny_config("online_po_tiny", "trainer.strategy=ddp_find_unused_parameters_true", "trainer.max_steps=1"),
         callbacks=[probe],
     )
@@ -86,7 +86,7 @@ def test_reward_models_are_not_in_ddp_gradient_buckets(tiny_config, tiny):
 
 def test_nemo_reward_with_whisper_loaded_too(tiny_config, tiny):
     """The third upstream load site: reward from the NeMo ASR model, Whisper loaded (once) beside it."""
-    run = run_online_po(
+    run = ONLINE_PO.run(
         tiny_config(
             "online_po_tiny",
             "model.reward_asr_model=nemo",
@@ -119,7 +119,7 @@ def test_whisper_batch_size_caps_clips_per_generate_call(tiny_config, batch_size
 
             whisper.generate = counting_generate  # wraps the real generate; the model still runs
 
-    run_online_po(
+    ONLINE_PO.run(
         tiny_config("online_po_tiny", f"+whisper.batch_size={batch_size}", "trainer.max_steps=1"),
         callbacks=[CountGenerateCalls()],
     )

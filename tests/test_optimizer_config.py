@@ -3,22 +3,22 @@
 from __future__ import annotations
 
 import pytest
+from magpie_testing import stage_configs
 from omegaconf import OmegaConf, open_dict
 from parity_harness import train
 
+from nemo_ext.architecture import load_architecture
 from nemo_ext.models import MagpieTTSOnlinePO
-from nemo_ext.recipes import online_po
-from nemo_ext.recipes.setup import load_architecture
+from nemo_ext.stages import ONLINE_PO
 
 pytestmark = pytest.mark.e2e
 STAGE_LR = 1e-4  # online_po_tiny's model.optim.lr
 
 
 def grpo(tiny_config, *overrides):
-    cfg = online_po.validated_config(
-        tiny_config("online_po_tiny", "model.reward_asr_model=nemo", "trainer.max_steps=2", *overrides)
+    return stage_configs(
+        ONLINE_PO, tiny_config("online_po_tiny", "model.reward_asr_model=nemo", "trainer.max_steps=2", *overrides)
     )
-    return cfg, online_po.model_config(cfg)
 
 
 def test_the_checkpoints_scheduler_is_dropped_and_one_can_be_set(tiny_config, tmp_path):
@@ -28,7 +28,7 @@ def test_the_checkpoints_scheduler_is_dropped_and_one_can_be_set(tiny_config, tm
     # recipe did, and what NeMo's example does without `~model.optim.sched`) keeps it under PO's optimizer.
     stage_model = OmegaConf.create(OmegaConf.to_container(cfg.model))
     del stage_model.optim["sched"]  # the stage YAML before this change declared no sched
-    merged = OmegaConf.merge(load_architecture(cfg), stage_model)
+    merged = OmegaConf.merge(load_architecture(ONLINE_PO.parse(cfg).run), stage_model)
     assert merged.optim.sched.name == "ExponentialLR" and merged.optim.sched.gamma == 0.998
     assert "sched" not in model_cfg.optim
     assert [step.lr for step in train(MagpieTTSOnlinePO, cfg, model_cfg, str(tmp_path), "none").steps] == [

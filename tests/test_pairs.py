@@ -9,9 +9,10 @@ import random
 import pytest
 from magpie_testing import compose
 
+from nemo_ext.datagen_layout import ITEM_ID_KEY
 from nemo_ext.errors import ConfigError
-from nemo_ext.pairs import ITEM_ID_KEY, PairSettings, Sample, pareto_order, select_pairs, split_train_validation
-from nemo_ext.recipes.offline_po_pairs import run_offline_po_pairs
+from nemo_ext.pairs import PairSettings, Sample, pareto_order, select_pairs, split_train_validation
+from nemo_ext.stages import OFFLINE_PO_PAIRS
 
 LOOSE = PairSettings(group_size=4, cer_threshold=1.0, min_duration=0.0, max_duration=100.0, val_pairs=0)
 
@@ -190,7 +191,7 @@ def pair_content(path):
 
 def test_one_rank_two_ranks_and_any_file_order_give_the_same_pairs(tmp_path):
     runs = {
-        layout: run_offline_po_pairs(pairs_config(datagen_folder(tmp_path / layout, layout)))
+        layout: OFFLINE_PO_PAIRS.run(pairs_config(datagen_folder(tmp_path / layout, layout)))
         for layout in ("one_rank", "two_ranks", "shuffled")
     }
     reference = runs["one_rank"]
@@ -204,7 +205,7 @@ def test_one_rank_two_ranks_and_any_file_order_give_the_same_pairs(tmp_path):
 
 
 def test_manifests_alternate_chosen_and_rejected_as_nemos_dpo_dataset_asserts(tmp_path):
-    run = run_offline_po_pairs(pairs_config(datagen_folder(tmp_path / "d", "shuffled")))
+    run = OFFLINE_PO_PAIRS.run(pairs_config(datagen_folder(tmp_path / "d", "shuffled")))
     for manifest in (run.train_manifest, run.val_manifest):
         with open(manifest) as f:
             rows = [json.loads(line) for line in f]
@@ -226,13 +227,13 @@ def test_manifests_alternate_chosen_and_rejected_as_nemos_dpo_dataset_asserts(tm
 
 
 def test_use_codes_false_leaves_the_codes_out(tmp_path):
-    run = run_offline_po_pairs(pairs_config(datagen_folder(tmp_path / "d", "one_rank"), "use_codes=false"))
+    run = OFFLINE_PO_PAIRS.run(pairs_config(datagen_folder(tmp_path / "d", "one_rank"), "use_codes=false"))
     with open(run.train_manifest) as f:
         assert not any("target_audio_codes_path" in json.loads(line) for line in f)
 
 
 def test_the_yield_is_printed(tmp_path, capsys):
-    run_offline_po_pairs(pairs_config(datagen_folder(tmp_path / "d", "one_rank")))
+    OFFLINE_PO_PAIRS.run(pairs_config(datagen_folder(tmp_path / "d", "one_rank")))
     out = capsys.readouterr().out
     assert f"[magpie] pair yield: {len(TEXTS)} groups, 0 skipped (<INVALID>), {len(TEXTS)} candidate pairs" in out
     assert "data.train_manifest=" in out and "data.val_manifest=" in out
@@ -267,7 +268,7 @@ def break_folder(folder, how):
         (None, "pairs.group_size=5", r"a divisor of the manifest's 12 lines"),
         (None, "pairs.group_size=6", r"lines 1\.\.6 are not one repeated text/context item"),
         (None, "pairs.chosen_per_group=3", r"1 \(best vs worst\) or 2"),
-        (None, "+pairs.cer_treshold=0.1", r"^pairs\.cer_treshold=0\.1 is invalid; allowed: keys "),
+        (None, "+pairs.cer_treshold=0.1", r"^pairs\.cer_treshold=0\.1 is invalid; allowed: a key of the pairs block: "),
     ],
 )
 def test_bad_input_fails_before_any_pair_is_written(tmp_path, how, override, message):
@@ -275,21 +276,21 @@ def test_bad_input_fails_before_any_pair_is_written(tmp_path, how, override, mes
     if how:
         break_folder(folder, how)
     with pytest.raises(ConfigError, match=message):
-        run_offline_po_pairs(pairs_config(folder, *([override] if override else [])))
+        OFFLINE_PO_PAIRS.run(pairs_config(folder, *([override] if override else [])))
     assert not (folder / "pairs").exists()
 
 
 def test_a_missing_datagen_folder_is_named(tmp_path):
     with pytest.raises(ConfigError, match=r"^datagen_run='.*nope' is invalid; allowed: an existing DataGen run folder"):
-        run_offline_po_pairs(pairs_config(tmp_path / "nope"))
+        OFFLINE_PO_PAIRS.run(pairs_config(tmp_path / "nope"))
     with pytest.raises(ConfigError, match=r"written by recipes/offline_po_datagen\.py"):
-        run_offline_po_pairs(pairs_config(tmp_path))
+        OFFLINE_PO_PAIRS.run(pairs_config(tmp_path))
 
 
 def test_the_yield_is_logged_to_wandb_when_enabled(tmp_path):
-    from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+    from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
-    run = run_offline_po_pairs(
+    run = OFFLINE_PO_PAIRS.run(
         pairs_config(
             datagen_folder(tmp_path / "d", "one_rank"),
             "wandb.enabled=true",

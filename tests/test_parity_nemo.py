@@ -10,12 +10,13 @@ import json
 import os
 
 import pytest
+from magpie_testing import stage_configs
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 from omegaconf import open_dict
 from parity_harness import assert_same_runs, generate, redirect_nemo_hub, train
 
 from nemo_ext.models import MagpieTTSOnlinePO
-from nemo_ext.recipes import online_po
+from nemo_ext.stages import OFFLINE_PO_DATAGEN, OFFLINE_PO_DPO, ONLINE_PO
 from nemo_ext.whisper_asr import upstream_uses_working_transcription
 
 pytestmark = pytest.mark.e2e
@@ -31,8 +32,7 @@ NEMO_TRAINING_NOISE = {
 
 
 def grpo_config(tiny_config, *overrides, noise: bool = False):
-    cfg = online_po.validated_config(tiny_config("online_po_tiny", "trainer.max_steps=2", *overrides))
-    model_cfg = online_po.model_config(cfg)
+    cfg, model_cfg = stage_configs(ONLINE_PO, tiny_config("online_po_tiny", "trainer.max_steps=2", *overrides))
     if noise:
         with open_dict(model_cfg):
             for key, value in NEMO_TRAINING_NOISE.items():
@@ -163,15 +163,16 @@ def test_policy_and_reference_drop_the_context_for_the_same_batches(tiny_config,
 
 
 def datagen_config(tiny_config, tmp_path, *overrides):
-    from nemo_ext.pairs import ITEM_ID_KEY
-    from nemo_ext.recipes import offline_po_datagen
+    from nemo_ext.datagen_layout import ITEM_ID_KEY
 
-    cfg = offline_po_datagen.validated_config(tiny_config("offline_po_datagen_tiny", *overrides))
+    config = tiny_config("offline_po_datagen_tiny", *overrides)
     # The recipe's own items manifest: each line carries its index, which our DataGen writes as `item_id`.
-    rows = [json.loads(line) for line in open(cfg.data.test_manifest) if line.strip()]
+    manifest = OFFLINE_PO_DATAGEN.parse(config).data.manifest("test_manifest")
+    rows = [json.loads(line) for line in open(manifest) if line.strip()]
     items = tmp_path / "items.json"
     items.write_text("".join(json.dumps({**row, ITEM_ID_KEY: i}) + "\n" for i, row in enumerate(rows)))
-    return cfg, offline_po_datagen.model_config(cfg, str(items)), len(rows)
+    cfg, model_cfg = stage_configs(OFFLINE_PO_DATAGEN, config, test_manifest=str(items))
+    return cfg, model_cfg, len(rows)
 
 
 @pytest.mark.parametrize("language", ["en", "de"])
@@ -213,12 +214,10 @@ def test_dpo_matches_nemo(tiny_config, tiny, tmp_path, loss_type):
     """Ours is NeMo's class but for widening cached int16 codes on load: on pairs without cached codes (the tiny
     DPO manifest) every loss type trains to the same weights."""
     from nemo_ext.models import MagpieTTSOfflinePO
-    from nemo_ext.recipes import offline_po_dpo
 
-    cfg = offline_po_dpo.validated_config(
-        tiny_config("offline_po_dpo_tiny", f"model.dpo_loss_type={loss_type}", "trainer.max_steps=2")
+    cfg, model_cfg = stage_configs(
+        OFFLINE_PO_DPO, tiny_config("offline_po_dpo_tiny", f"model.dpo_loss_type={loss_type}", "trainer.max_steps=2")
     )
-    model_cfg = offline_po_dpo.model_config(cfg)
     ours = train(MagpieTTSOfflinePO, cfg, model_cfg, str(tmp_path), "ours")
     nemo = train(upstream.MagpieTTSModelOfflinePO, cfg, model_cfg, str(tmp_path), "nemo")
     logged = ("train_loss", "train_pref_loss", "train_sft_loss")
@@ -230,7 +229,6 @@ def test_a_nemo_grpo_checkpoint_starts_a_run_here_but_does_not_continue_one(tiny
     here. `resume=` refuses it before any model is built, a restore says the same in one line (instead of
     Lightning's "parameter group that doesn't match"), and `init_from_ptl_ckpt` starts a run from its weights."""
     from nemo_ext.errors import ConfigError
-    from nemo_ext.recipes.online_po import run_online_po
 
     redirect_nemo_hub(monkeypatch, tiny)
     cfg, model_cfg = grpo_config(tiny_config, "model.reward_asr_model=nemo")
@@ -239,14 +237,14 @@ def test_a_nemo_grpo_checkpoint_starts_a_run_here_but_does_not_continue_one(tiny
     nemo.model.trainer.save_checkpoint(checkpoint)
 
     with pytest.raises(ConfigError, match=f"init_from_ptl_ckpt={checkpoint}"):
-        run_online_po(tiny_config("online_po_tiny", "model.reward_asr_model=nemo", f"resume={checkpoint}"))
+        ONLINE_PO.run(tiny_config("online_po_tiny", "model.reward_asr_model=nemo", f"resume={checkpoint}"))
     assert not (tmp_path / "runs").exists()  # refused before a run folder was made
 
     with pytest.raises(ConfigError, match=r"^checkpoint=.*init_from_ptl_ckpt") as refused:
         train(MagpieTTSOnlinePO, cfg, model_cfg, str(tmp_path), "ours", steps=2, ckpt_path=checkpoint)
     assert "\n" not in str(refused.value)
 
-    run = run_online_po(
+    run = ONLINE_PO.run(
         tiny_config("online_po_tiny", "model.reward_asr_model=nemo", f"init_from_ptl_ckpt={checkpoint}")
     )
     assert run.trainer.global_step == 2

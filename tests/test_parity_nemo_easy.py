@@ -5,11 +5,12 @@ it; the step itself is NeMo's."""
 from __future__ import annotations
 
 import pytest
+from magpie_testing import stage_configs
 from nemo.collections.tts.models import easy_magpietts_preference_optimization as upstream
 from parity_harness import assert_same_runs, redirect_nemo_hub, train
 
 from nemo_ext.models import EasyMagpieTTSOnlinePO
-from nemo_ext.recipes import easy_online_po
+from nemo_ext.stages import EASY_ONLINE_PO
 from nemo_ext.whisper_asr import upstream_uses_working_transcription
 
 pytestmark = pytest.mark.e2e
@@ -25,8 +26,7 @@ LOGGED = (
 
 
 def grpo_config(tiny_config, *overrides):
-    cfg = easy_online_po.validated_config(tiny_config("easy_online_po_tiny", "trainer.max_steps=2", *overrides))
-    return cfg, easy_online_po.model_config(cfg)
+    return stage_configs(EASY_ONLINE_PO, tiny_config("easy_online_po_tiny", "trainer.max_steps=2", *overrides))
 
 
 def assert_same_steps(ours, nemo):

@@ -13,10 +13,9 @@ import pytest
 from magpie_testing import read_jsonl, run_recipe, start_recipe
 
 from nemo_ext.errors import ConfigError
-from nemo_ext.recipes.offline_po_datagen import run_offline_po_datagen
-from nemo_ext.recipes.online_po import run_online_po
 from nemo_ext.recipes.stopping import EXIT_STOPPED
-from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+from nemo_ext.stages import OFFLINE_PO_DATAGEN, ONLINE_PO
+from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.multiprocess]
 
@@ -175,8 +174,8 @@ def test_kill_9_loses_at_most_the_checkpoint_cadence_and_resume_last_continues(t
 
 def test_a_rerun_gets_its_own_folder_and_resuming_is_explicit_and_checked(tiny_config, tmp_path):
     # A budget in steps alone is the budget: the tiny data is 2 batches per epoch.
-    first = run_online_po(tiny_config("online_po_tiny", "trainer.max_steps=5"))
-    second = run_online_po(tiny_config("online_po_tiny", "trainer.max_steps=5", "model.optim.lr=2e-4"))
+    first = ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.max_steps=5"))
+    second = ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.max_steps=5", "model.optim.lr=2e-4"))
     assert first.trainer.global_step == second.trainer.global_step == 5  # the rerun trained, not zero steps
     assert first.log_dir != second.log_dir
     first_folder = Path(first.log_dir)
@@ -184,22 +183,22 @@ def test_a_rerun_gets_its_own_folder_and_resuming_is_explicit_and_checked(tiny_c
     assert checkpoint_steps(first_folder) == [(5, "last")]
 
     with pytest.raises(ConfigError, match=r"this one finished \(at step 5\)\. Raise trainer\.max_steps above 5"):
-        run_online_po(tiny_config("online_po_tiny", "trainer.max_steps=5", f"resume={first_folder}"))
+        ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.max_steps=5", f"resume={first_folder}"))
     with pytest.raises(ConfigError, match=r"changed: model\.optim\.lr: 0\.0001 -> 0\.0002"):
-        run_online_po(
+        ONLINE_PO.run(
             tiny_config("online_po_tiny", "trainer.max_steps=8", "model.optim.lr=2e-4", f"resume={first_folder}")
         )
     with pytest.raises(ConfigError, match=r"a run folder of stage online_po|no state/run_state.json"):
-        run_online_po(tiny_config("online_po_tiny", f"resume={tmp_path}"))
+        ONLINE_PO.run(tiny_config("online_po_tiny", f"resume={tmp_path}"))
 
-    longer = run_online_po(tiny_config("online_po_tiny", "trainer.max_steps=8", f"resume={first_folder}"))
+    longer = ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.max_steps=8", f"resume={first_folder}"))
     assert longer.log_dir == first.log_dir and longer.trainer.global_step == 8
     ids = [attempt["id"] for attempt in wandb_attempts(tmp_path / "runs")]
     assert sorted(ids) == sorted([first_folder.name, first_folder.name, Path(second.log_dir).name])
 
 
 def test_cadence_checkpoints_come_every_n_steps(tiny_config):
-    run = run_online_po(
+    run = ONLINE_PO.run(
         tiny_config(
             "online_po_tiny", "trainer.max_steps=7", "exp_manager.checkpoint_callback_params.every_n_train_steps=3"
         )
@@ -239,8 +238,8 @@ def test_two_runs_at_once_get_two_folders_and_a_resume_of_a_running_one_is_refus
 
 
 def test_two_datagen_runs_keep_their_own_outputs(tiny_config):
-    first = run_offline_po_datagen(tiny_config("offline_po_datagen_tiny"))
-    second = run_offline_po_datagen(tiny_config("offline_po_datagen_tiny"))
+    first = OFFLINE_PO_DATAGEN.run(tiny_config("offline_po_datagen_tiny"))
+    second = OFFLINE_PO_DATAGEN.run(tiny_config("offline_po_datagen_tiny"))
     assert first.audio_dir != second.audio_dir
     assert len(first.metrics_files()) == len(second.metrics_files()) == 4
 

@@ -12,7 +12,7 @@ import pytest
 from magpie_testing import REPO, read_jsonl, requires_slurm
 from slurm_cluster import start_local_slurm
 
-from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
 pytestmark = [pytest.mark.slurm, pytest.mark.e2e, requires_slurm]
 

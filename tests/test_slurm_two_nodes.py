@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from magpie_testing import REPO, assert_wandb_reduces_rank_files, read_jsonl
 
-from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
 HARNESS = Path(__file__).with_name("two_node_slurm.sh")
 

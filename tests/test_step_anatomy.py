@@ -6,7 +6,10 @@ import time
 
 import pytest
 
-from nemo_ext.step_anatomy import OTHER, StepAnatomy
+from nemo_ext.telemetry.anatomy import StepAnatomy
+from nemo_ext.telemetry.phases import OTHER
+
+DECLARED = ("outer", "inner", "backward", "optimizer", "reward", "asr", OTHER)
 
 
 def sleep(seconds):
@@ -14,7 +17,7 @@ def sleep(seconds):
 
 
 def test_nested_phases_are_exclusive_and_add_up_to_the_step():
-    anatomy = StepAnatomy()
+    anatomy = StepAnatomy(DECLARED)
     anatomy.enabled = True
     anatomy.start_step()
     with anatomy.phase("outer"):
@@ -32,7 +35,7 @@ def test_nested_phases_are_exclusive_and_add_up_to_the_step():
 
 
 def test_hook_phases_and_the_phase_an_error_came_from():
-    anatomy = StepAnatomy()
+    anatomy = StepAnatomy(DECLARED)
     anatomy.enabled = True
     anatomy.start_step()
     anatomy.begin("backward")
@@ -48,10 +51,53 @@ def test_hook_phases_and_the_phase_an_error_came_from():
 
 
 def test_disabled_measures_nothing():
-    anatomy = StepAnatomy()
+    anatomy = StepAnatomy(DECLARED)
     anatomy.start_step()
     with anatomy.phase("reward"):
         anatomy.begin("backward")
         anatomy.end("optimizer")  # not even checked: disabled phases cost a flag test
     figures = anatomy.end_step()
     assert figures.seconds == {} and figures.step_seconds is None
+
+
+def test_a_phase_the_model_did_not_declare_is_refused():
+    """Timed but undeclared, a phase would be subtracted from `other` and never logged: the anatomy refuses it,
+    both when a function is wrapped and when a phase opens."""
+    anatomy = StepAnatomy(DECLARED)
+    with pytest.raises(ValueError, match="phase 'decode' is not among the declared phases"):
+        anatomy.wrap("decode", sleep)
+    anatomy.enabled = True
+    anatomy.start_step()
+    with pytest.raises(ValueError, match="phase 'decode' is not among the declared phases"):
+        anatomy.begin("decode")
+    with pytest.raises(ValueError, match="'other'"):
+        anatomy.begin(OTHER)  # the rest of the step is computed, never timed
+    with pytest.raises(ValueError, match="end with 'other'"):
+        StepAnatomy(("reward",))
+
+
+@pytest.mark.parametrize("model", ["MagpieTTSOnlinePO", "EasyMagpieTTSOnlinePO", "MagpieTTSOfflinePODataGen"])
+def test_every_phase_a_model_times_is_one_it_declares(model):
+    """The phase names each model class passes to its anatomy, read from the source of the modules that time
+    them, are all declared by that class (so all of them are logged)."""
+    import ast
+    import inspect
+
+    import nemo_ext.models as models
+    from nemo_ext import rollout_audio, upstream_phases, whisper_asr
+    from nemo_ext.models import reward_models_mixin
+    from nemo_ext.telemetry import phases
+
+    cls = getattr(models, model)
+    sources = [inspect.getmodule(cls), reward_models_mixin, rollout_audio, upstream_phases, whisper_asr]
+    timed = set()
+    for module in sources:
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "phases":
+                timed.add(getattr(phases, node.attr))
+    timed -= {phases.GRPO_PHASES, phases.DATAGEN_PHASES, phases.ROLLOUT_PHASES}
+    declared = set(cls.step_phases)
+    grpo_only = {phases.REWARD, phases.POLICY_FORWARD, phases.REFERENCE_FORWARD, phases.LOSS, phases.BACKWARD}
+    grpo_only |= {phases.OPTIMIZER}
+    expected = timed - (grpo_only if model == "MagpieTTSOfflinePODataGen" else {phases.DATAGEN})
+    assert expected <= declared

@@ -6,9 +6,8 @@ import pytest
 import torch
 from magpie_testing import requires_cuda
 
-from nemo_ext.recipes.offline_po_datagen import run_offline_po_datagen
-from nemo_ext.recipes.online_po import run_online_po
-from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+from nemo_ext.stages import OFFLINE_PO_DATAGEN, ONLINE_PO
+from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +32,7 @@ def test_bf16_true_precision_cast_is_logged_and_warned(tiny_config, tmp_path, ti
         match=r"Whisper is in bfloat16 but model.whisper.dtype=auto loaded it as float16: "
         r"trainer.precision=bf16-true cast it",
     ):
-        run = run_online_po(cfg)
+        run = ONLINE_PO.run(cfg)
     assert run.model.whisper_model.dtype == torch.bfloat16
     logged = offline_run(tmp_path)
     assert logged.config["whisper/dtype_configured"] == "auto"
@@ -43,7 +42,7 @@ def test_bf16_true_precision_cast_is_logged_and_warned(tiny_config, tmp_path, ti
 
 def test_no_warning_when_precision_keeps_the_dtype(tiny_config, tiny, recwarn, caplog):
     caplog.set_level("INFO")
-    run_online_po(tiny_config("online_po_tiny", "trainer.max_steps=1", "+whisper.dtype=fp32"))
+    ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.max_steps=1", "+whisper.dtype=fp32"))
     assert not [w for w in recwarn if "Whisper is in" in str(w.message)]
     [summary] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Memory summary:")]
     count = tiny.whisper_param_count
@@ -55,7 +54,7 @@ def test_no_warning_when_precision_keeps_the_dtype(tiny_config, tiny, recwarn, c
 
 
 def test_datagen_logs_figures_per_test_batch(tiny_config, tmp_path, tiny):
-    run = run_offline_po_datagen(tiny_config("offline_po_datagen_tiny", "+whisper.dtype=fp32"))
+    run = OFFLINE_PO_DATAGEN.run(tiny_config("offline_po_datagen_tiny", "+whisper.dtype=fp32"))
     logged = offline_run(tmp_path)
     assert logged.series("whisper/weights_bytes") == [tiny.whisper_param_count * 4]
     assert len(logged.series("cpu/peak_rss_gb")) == 1 + 2  # load + 4 items at batch 2
@@ -65,13 +64,13 @@ def test_datagen_logs_figures_per_test_batch(tiny_config, tmp_path, tiny):
 
 
 def test_log_interval_is_configurable(tiny_config, tmp_path):
-    run_online_po(tiny_config("online_po_tiny", "telemetry.log_every_n_steps=2", "trainer.max_steps=2"))
+    ONLINE_PO.run(tiny_config("online_po_tiny", "telemetry.log_every_n_steps=2", "trainer.max_steps=2"))
     steps = [row["trainer/global_step"] for row in offline_run(tmp_path).history if "cpu/rss_gb" in row]
     assert steps == [0, 2]  # load, then every second step
 
 
 def test_telemetry_can_be_switched_off(tiny_config, tmp_path):
-    run = run_online_po(tiny_config("online_po_tiny", "telemetry.enabled=false", "trainer.max_steps=1"))
+    run = ONLINE_PO.run(tiny_config("online_po_tiny", "telemetry.enabled=false", "trainer.max_steps=1"))
     logged = offline_run(tmp_path)
     assert not any(key.startswith(("whisper/", "cpu/", "gpu/")) for row in logged.history for key in row)
     assert logged.series("train_loss")
@@ -83,7 +82,7 @@ def test_telemetry_can_be_switched_off(tiny_config, tmp_path):
 @pytest.mark.gpu
 @requires_cuda
 def test_cuda_figures_on_gpu(tiny_config, tmp_path, tiny):
-    run_online_po(tiny_config("online_po_tiny", "trainer.accelerator=gpu", "trainer.max_steps=1"))
+    ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.accelerator=gpu", "trainer.max_steps=1"))
     logged = offline_run(tmp_path)
     [step] = [row for row in logged.history if "gpu/reward_peak_allocated_gb" in row]
     assert 0 < step["gpu/generation_peak_allocated_gb"] <= step["gpu/reward_peak_allocated_gb"]
@@ -94,7 +93,7 @@ def test_cuda_figures_on_gpu(tiny_config, tmp_path, tiny):
 
 
 def grpo_phases_rows(logged):
-    from nemo_ext.telemetry import GRPO_PHASES
+    from nemo_ext.telemetry.phases import GRPO_PHASES
 
     rows = [row for row in logged.history if "time/step_s" in row]
     for row in rows:
@@ -105,10 +104,10 @@ def grpo_phases_rows(logged):
 def test_every_grpo_phase_is_timed_and_the_phases_cover_the_step(tiny_config, tmp_path, caplog):
     """Each phase's own seconds, plus `other`, add up to the step; `other` (Lightning's own work between the
     hooks) stays under 5% of the step time: the phases account for the step."""
-    from nemo_ext.telemetry import GRPO_PHASES
+    from nemo_ext.telemetry.phases import GRPO_PHASES
 
     caplog.set_level("INFO")
-    run = run_online_po(tiny_config("online_po_tiny", "trainer.max_steps=3"))
+    run = ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.max_steps=3"))
     rows = grpo_phases_rows(offline_run(tmp_path))
     assert len(rows) == 3
     for row in rows:
@@ -134,9 +133,9 @@ def test_every_grpo_phase_is_timed_and_the_phases_cover_the_step(tiny_config, tm
 
 
 def test_datagen_phases(tiny_config, tmp_path):
-    from nemo_ext.telemetry import DATAGEN_PHASES
+    from nemo_ext.telemetry.phases import DATAGEN_PHASES
 
-    run_offline_po_datagen(tiny_config("offline_po_datagen_tiny"))
+    OFFLINE_PO_DATAGEN.run(tiny_config("offline_po_datagen_tiny"))
     rows = [row for row in offline_run(tmp_path).history if "time/step_s" in row]
     assert len(rows) == 2  # 4 items at batch 2
     for row in rows:
@@ -157,7 +156,7 @@ def test_a_cuda_out_of_memory_names_its_phase_and_leaves_a_snapshot(tiny_config,
 
     monkeypatch.setattr(whisper_asr, "_transcribe", out_of_memory)
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        run_online_po(tiny_config("online_po_tiny", "telemetry.oom_snapshot=true", "trainer.max_steps=1"))
+        ONLINE_PO.run(tiny_config("online_po_tiny", "telemetry.oom_snapshot=true", "trainer.max_steps=1"))
     [snapshot] = [
         os.path.join(root, name)
         for root, _, names in os.walk(tmp_path / "runs")
@@ -181,7 +180,7 @@ def test_out_of_memory_snapshot_on_gpu_records_the_history(tiny_config, tmp_path
 
     monkeypatch.setattr(whisper_asr, "_transcribe", allocate_too_much)
     with pytest.raises(torch.cuda.OutOfMemoryError):
-        run_online_po(
+        ONLINE_PO.run(
             tiny_config(
                 "online_po_tiny", "trainer.accelerator=gpu", "telemetry.oom_snapshot=true", "trainer.max_steps=1"
             )

@@ -6,12 +6,12 @@ import shutil
 import pytest
 from magpie_testing import run_script
 
-from nemo_ext.recipes.online_po import run_online_po
+from nemo_ext.stages import ONLINE_PO
 
 
 @pytest.mark.e2e
 def test_read_wandb_offline_prints_config_and_filtered_rows(tiny_config, tmp_path):
-    run_online_po(tiny_config("online_po_tiny", "trainer.max_steps=1"))
+    ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.max_steps=1"))
     result = run_script("scripts/read_wandb_offline.py", str(tmp_path / "runs"), "--prefix", "whisper/")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -94,7 +94,7 @@ def test_gpu_report_runs_everything_but_the_cuda_parts_on_a_cpu(tiny, tmp_path):
 
     from magpie_testing import REPO
 
-    from nemo_ext.telemetry import GRPO_PHASES
+    from nemo_ext.telemetry.phases import GRPO_PHASES
 
     out = tmp_path / "report.md"
     result = subprocess.run(

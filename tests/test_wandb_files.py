@@ -3,8 +3,8 @@
 import lightning.pytorch as pl
 from lightning.pytorch.loggers import WandbLogger
 
-from nemo_ext.recipes.setup import finish_loggers
-from nemo_ext.wandb_offline import find_offline_runs, read_offline_run
+from nemo_ext.recipes.trainer import finish_loggers
+from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
 
 def test_finish_loggers_leaves_every_logged_row_on_disk(tmp_path):

@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from nemo_ext.config import WhisperSettings
-from nemo_ext.memory import module_footprint
+from nemo_ext.settings.whisper import WhisperSettings
+from nemo_ext.telemetry.memory import module_footprint
 from nemo_ext.whisper_asr import load_whisper, transcribe_with_whisper
 
 
@@ -16,7 +16,7 @@ from nemo_ext.whisper_asr import load_whisper, transcribe_with_whisper
     [("auto", torch.float16, 2), ("fp16", torch.float16, 2), ("bf16", torch.bfloat16, 2), ("fp32", torch.float32, 4)],
 )
 def test_load_in_configured_dtype_frozen_with_sdpa(tiny, dtype, expected, bytes_per_param):
-    _, model = load_whisper(WhisperSettings.from_config({"pretrained": tiny.whisper, "dtype": dtype}))
+    _, model = load_whisper(WhisperSettings.parse({"pretrained": tiny.whisper, "dtype": dtype}))
     footprint = module_footprint(model)
     assert footprint.dtypes == (str(expected).removeprefix("torch."),)
     assert footprint.param_count == tiny.whisper_param_count
@@ -28,7 +28,7 @@ def test_load_in_configured_dtype_frozen_with_sdpa(tiny, dtype, expected, bytes_
 
 @pytest.fixture(scope="module")
 def whisper_fp32(tiny):
-    return load_whisper(WhisperSettings.from_config({"pretrained": tiny.whisper, "dtype": "fp32"}))
+    return load_whisper(WhisperSettings.parse({"pretrained": tiny.whisper, "dtype": "fp32"}))
 
 
 def wavs(tiny):
@@ -40,7 +40,7 @@ def input_sensitive_whisper(tiny):
     """The tiny Whisper made to transcribe each clip and language differently: its random weights scaled up (so
     the audio and the language token move the argmax) and end-of-text suppressed (it predicted end-of-text first,
     so every clip came out as '' and order or language mix-ups went unseen)."""
-    processor, model = load_whisper(WhisperSettings.from_config({"pretrained": tiny.whisper, "dtype": "fp32"}))
+    processor, model = load_whisper(WhisperSettings.parse({"pretrained": tiny.whisper, "dtype": "fp32"}))
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.mul_(8.0)
@@ -69,7 +69,7 @@ def test_per_file_languages_keep_input_order(tiny, input_sensitive_whisper):
 
 
 def test_english_only_checkpoint_gets_no_language_argument(tiny):
-    processor, model = load_whisper(WhisperSettings.from_config({"pretrained": tiny.whisper, "dtype": "fp32"}))
+    processor, model = load_whisper(WhisperSettings.parse({"pretrained": tiny.whisper, "dtype": "fp32"}))
     model.generation_config.is_multilingual = False
     assert len(transcribe_with_whisper(wavs(tiny)[:1], "en", processor, model, "cpu")) == 1
 

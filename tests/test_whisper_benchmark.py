@@ -6,7 +6,7 @@ import os
 import pytest
 from magpie_testing import REPO, run_script
 
-from nemo_ext.whisper_benchmark import (
+from nemo_ext_tools.whisper_benchmark import (
     AGREEMENT_COLUMNS,
     COLUMNS,
     add_reward_agreement,
@@ -120,7 +120,7 @@ def test_audio_files_from_manifest_and_folder(tiny, tmp_path):
 
 
 def test_script_is_where_the_worker_launcher_expects_it():
-    from nemo_ext.whisper_benchmark import SCRIPT
+    from nemo_ext_tools.whisper_benchmark import SCRIPT
 
     assert os.path.samefile(SCRIPT, REPO / "scripts" / "benchmark_whisper_dtype.py")
 

@@ -21,10 +21,12 @@ from nemo.collections.tts.models.easy_magpietts import EasyMagpieTTSModel
 from nemo.collections.tts.models.easy_magpietts_preference_optimization import EasyMagpieTTSModelOnlinePO
 from omegaconf import DictConfig, open_dict
 
-from nemo_ext.config import GRPO_LOSS_TYPES, REWARD_ASR_MODELS, require_choice
-from nemo_ext.errors import ConfigError
+from nemo_ext.grpo.losses import EASY_MAGPIETTS
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin, frozen_reference_policy
 from nemo_ext.rollout_audio import InMemoryClips, rollouts_in_memory
+from nemo_ext.settings.fields import plain
+from nemo_ext.settings.grpo import GRPOSettings
+from nemo_ext.telemetry import phases
 from nemo_ext.whisper_asr import upstream_uses_working_transcription
 
 # NeMo's EasyMagpieTTS attribute names for what is never trained.
@@ -35,12 +37,6 @@ EASY_FROZEN_SUBMODULES = (
     "_reference_model",
     "_utmos_calculator",
 )
-
-
-def refuse_utmos_without_utmosv2(model_cfg: DictConfig) -> None:
-    """NeMo asserts UTMOSv2 is installed only while building the model; the recipe and this class ask first."""
-    if model_cfg.get("use_utmos", False) and not upstream.HAVE_UTMOSV2:
-        raise ConfigError("model.use_utmos", True, "false (the UTMOSv2 reward needs UTMOSv2, not installed here)")
 
 
 @contextlib.contextmanager
@@ -61,17 +57,17 @@ def _validation_models_not_loaded(cfg: DictConfig):
 
 
 class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
+    step_phases = phases.GRPO_PHASES
     frozen_submodule_names = EASY_FROZEN_SUBMODULES
     nemo_asr_attribute = "_eval_asr_model"
     speaker_verification_attribute = "_eval_speaker_verification_model"
 
-    def __init__(self, cfg: DictConfig, trainer=None):
-        # NeMo 3.0.0's __init__ body, with the reward models from config (the recipe checks these values before
-        # a trainer exists; this guards programmatic construction).
-        require_choice(cfg, "reward_asr_model", "nemo", REWARD_ASR_MODELS, prefix="model.")
-        require_choice(cfg, "loss_type", "grpo", GRPO_LOSS_TYPES, prefix="model.")
-        refuse_utmos_without_utmosv2(cfg)
-        reward_asr = cfg.get("reward_asr_model", "nemo")
+    def __init__(self, cfg: DictConfig, trainer=None, settings: GRPOSettings | None = None):
+        # NeMo 3.0.0's __init__ body, with the reward models from the stage's settings (built from code: parsed
+        # from `cfg` by the same parser, before anything is built).
+        settings = settings or GRPOSettings.parse(plain(cfg), EASY_MAGPIETTS)
+        self.settings = settings
+        rewards, easy = settings.rewards, settings.easy
 
         with _validation_models_not_loaded(cfg):
             EasyMagpieTTSModel.__init__(self, cfg, trainer)
@@ -79,37 +75,37 @@ class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
         self.run_val_inference = True  # as NeMo: validation always generates and scores
         self.automatic_optimization = False
 
-        self.reference_free = self.cfg.get("reference_free", False)
+        self.reference_free = settings.reference_free
         if not self.reference_free:
             self._reference_model = self._build_reference_model(cfg)
 
         self._eval_asr_model = None
         self.whisper_processor = None
         self.whisper_model = None
-        if reward_asr == "nemo":
-            self._load_nemo_asr(cfg)
+        if rewards.reward_asr_model == "nemo":
+            self._load_nemo_asr(rewards.nemo_asr)
         else:
-            self._load_whisper(cfg)
+            self._load_whisper(rewards.whisper)
             self.use_multilingual_asr = True
-        self._load_speaker_verification(cfg)
+        self._load_speaker_verification(rewards.speaker_verification)
         # use_utmos: EasyMagpieTTSModel.__init__ created the UTMOSv2 scorer already (NeMo creates a second one).
 
-        self.loss_type = self.cfg.get("loss_type", "grpo")
-        self.scale_rewards = self.cfg.get("scale_rewards", True)
-        self.max_decoder_steps = self.cfg.get("max_decoder_steps", 220)
-        self.aux_phoneme_loss_weight = self.cfg.get("aux_phoneme_loss_weight", 1.0)
-        self.po_groups_per_subbatch = max(int(self.cfg.get("po_groups_per_subbatch", 1)), 1)
-        self.batch_size_for_chunked_tf = self.cfg.get("batch_size_for_chunked_tf", 4)
-        self._normalize_whisper_transcript = self.cfg.get("normalize_whisper_transcript", True)
+        self.loss_type = settings.loss_type
+        self.scale_rewards = settings.scale_rewards
+        self.max_decoder_steps = settings.max_decoder_steps
+        self.aux_phoneme_loss_weight = easy["aux_phoneme_loss_weight"]
+        self.po_groups_per_subbatch = max(int(easy["po_groups_per_subbatch"]), 1)
+        self.batch_size_for_chunked_tf = easy["batch_size_for_chunked_tf"]
+        self._normalize_whisper_transcript = rewards.normalize_whisper_transcript
         self._normalizer_cache = {}
-        self.entropy_coeff = self.cfg.get("entropy_coeff", 0.0)
-        self.best_cer_threshold = self.cfg.get("best_cer_threshold", 1.0)
-        self.worst_cer_threshold = self.cfg.get("worst_cer_threshold", 1.0)
+        self.entropy_coeff = easy["entropy_coeff"]
+        self.best_cer_threshold = rewards.best_cer_threshold
+        self.worst_cer_threshold = rewards.worst_cer_threshold
         if self.trainer is not None and str(self.trainer.precision) in ("32", "32-true"):
             self.decoder.float()
         # Rollout and context clips stay in memory unless asked for as files (as MagpieTTS's GRPO). UTMOSv2 scores
         # the files of the audio folder itself, so with it on they are written as NeMo does.
-        keep_in_memory = not self.cfg.get("rollout_audio_files", False) and not self.cfg.get("use_utmos", False)
+        keep_in_memory = not settings.rollout_audio_files and not settings.switches["use_utmos"]
         self._rollout_clips = InMemoryClips() if keep_in_memory else None
 
     @staticmethod
@@ -123,7 +119,7 @@ class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
         # `reward` holds the whole rollout; its own seconds are NeMo's reward arithmetic.
         clips = self._rollout_clips
         with (
-            self.step_anatomy.phase("reward"),
+            self.step_anatomy.phase(phases.REWARD),
             rollouts_in_memory(clips, self.step_anatomy, self._eval_asr_model, module=upstream)
             if clips is not None
             else contextlib.nullcontext(),
@@ -131,7 +127,7 @@ class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
             return super().generate_and_reward(*args, **kwargs)
 
     def _save_waveforms_to_paths(self, *args, **kwargs):
-        with self.step_anatomy.phase("audio_io"):
+        with self.step_anatomy.phase(phases.AUDIO_IO):
             return super()._save_waveforms_to_paths(*args, **kwargs)
 
     def _compute_pred_transcripts(self, predicted_audio_paths, batch_repeated, reward_asr_model):
@@ -145,24 +141,25 @@ class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
             return super()._compute_pred_transcripts(predicted_audio_paths, batch_repeated, reward_asr_model)
 
     def _compute_speaker_embeddings_parallel(self, *args, **kwargs):
-        with self.step_anatomy.phase("speaker_verification"):
+        with self.step_anatomy.phase(phases.SPEAKER_VERIFICATION):
             return super()._compute_speaker_embeddings_parallel(*args, **kwargs)
 
     def _run_easy_process_batch(self, model, *args, **kwargs):
-        phase = "reference_forward" if model is getattr(self, "_reference_model", None) else "policy_forward"
+        is_reference = model is getattr(self, "_reference_model", None)
+        phase = phases.REFERENCE_FORWARD if is_reference else phases.POLICY_FORWARD
         with self.step_anatomy.phase(phase):
             return super()._run_easy_process_batch(model, *args, **kwargs)
 
     def _compute_po_losses_from_outputs(self, *args, **kwargs):
         # Ends where the backward begins (RewardModelsMixin.on_before_backward).
-        self.step_anatomy.begin("loss")
+        self.step_anatomy.begin(phases.LOSS)
         return super()._compute_po_losses_from_outputs(*args, **kwargs)
 
     def training_step(self, batch, batch_idx):
         # Manual optimization: NeMo's step calls optimizer.step() itself (on_before_optimizer_step opens the
         # phase); its weight-update diagnostics after the update count as `optimizer` too.
         result = super().training_step(batch, batch_idx)
-        self.step_anatomy.end_if_open("optimizer")
+        self.step_anatomy.end_if_open(phases.OPTIMIZER)
         return result
 
     def validation_step(self, batch, batch_idx):

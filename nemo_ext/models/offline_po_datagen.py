@@ -16,13 +16,14 @@ from nemo.collections.tts.parts.utils.helpers import get_speaker_embeddings_from
 from nemo.utils import logging
 from omegaconf import DictConfig
 
+from nemo_ext.datagen_layout import AUDIO_DIR, CODES_SUFFIX, INVALID_TRANSCRIPT, METRICS_SUFFIX, sample_stem
 from nemo_ext.datasets import MagpieTTSDatasetWithItemIds, adopt
-from nemo_ext.errors import ConfigError
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin
+from nemo_ext.settings.fields import plain
+from nemo_ext.settings.offline_po import DataGenSettings
+from nemo_ext.telemetry import phases
 from nemo_ext.whisper_asr import transcribe_with_whisper
 
-# Upstream's contract for items whose ASR failed; downstream preference-set tools match this string.
-INVALID_TRANSCRIPT = "<INVALID>"
 # Generations shorter than this many samples are the one known cause of ASR failures (upstream's rule).
 SHORT_AUDIO_SAMPLES = 1000
 
@@ -34,23 +35,22 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
     Whisper (`model.whisper`, needs `load_whisper_model: true`), as upstream does. Upstream's test_step
     re-transcribed the growing list of a batch's files once per item; this one transcribes the batch once."""
 
-    def __init__(self, cfg: DictConfig, trainer=None):
-        language = cfg.get("pref_set_language", "en")
-        if language != "en" and not cfg.get("load_whisper_model", False):
-            raise ConfigError(
-                "model.load_whisper_model",
-                cfg.get("load_whisper_model", False),
-                f"true (pref_set_language={language!r} is scored with Whisper)",
-            )
+    step_phases = phases.DATAGEN_PHASES
+
+    def __init__(self, cfg: DictConfig, trainer=None, settings: DataGenSettings | None = None):
+        # The stage's settings (built from code: parsed from `cfg`, which refuses a non-English language without
+        # Whisper before anything is built).
+        settings = settings or DataGenSettings.parse(plain(cfg))
+        self.settings = settings
         MagpieTTSModel.__init__(self, cfg, trainer)
         self._init_telemetry()
-        if language == "en":
-            self._load_nemo_asr(cfg)
-        self._load_speaker_verification(cfg)
-        self._normalize_whisper_transcript = cfg.get("normalize_whisper_transcript", True)
+        if not settings.scored_with_whisper:
+            self._load_nemo_asr(settings.nemo_asr)
+        self._load_speaker_verification(settings.speaker_verification)
+        self._normalize_whisper_transcript = settings.normalize_whisper_transcript
         self._normalizer_cache = {}
-        if cfg.get("load_whisper_model", False):
-            self._load_whisper(cfg)
+        if settings.load_whisper_model:
+            self._load_whisper(settings.whisper)
 
     def get_dataset(self, dataset_cfg, dataset_type):
         # Batches carry each item's input manifest line (`item_ids`), written into its metrics file.
@@ -59,7 +59,7 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
     def output_dir(self) -> str:
         # Upstream writes under self.logger.log_dir and crashes without a logger.
         root = self.logger.log_dir if self.logger is not None and self.logger.log_dir else self.trainer.default_root_dir
-        path = os.path.join(root, "audios")
+        path = os.path.join(root, AUDIO_DIR)
         os.makedirs(path, exist_ok=True)
         return path
 
@@ -73,25 +73,25 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
             item_ids = [first_item + i for i in range(len(manifest_lines))]
         else:
             item_ids = list(manifest_lines)
-        seed = self.cfg.get("datagen_seed")
+        seed = self.settings.datagen_seed
         if seed is not None:
             # Reproducible per batch, whatever ran before it (a resumed run, another rank split).
             torch.manual_seed(int(seed) + int(item_ids[0]))
         anatomy = self.step_anatomy
         # `datagen` holds the batch; generation (codec decode inside it), audio I/O, ASR and speaker verification
         # are phases within it; its own seconds are the metrics files.
-        with torch.no_grad(), anatomy.phase("datagen"):
+        with torch.no_grad(), anatomy.phase(phases.DATAGEN):
             self._set_inference_parameters()
-            output = self.infer_batch(batch, use_cfg=self.cfg.get("inference_use_cfg", False))
+            output = self.infer_batch(batch, use_cfg=self.settings.inference_use_cfg)
             audio_dir = self.output_dir()
-            with anatomy.phase("audio_io"):
+            with anatomy.phase(phases.AUDIO_IO):
                 paths, durations = self._save_generations(output, item_ids, audio_dir)
-            with anatomy.phase("asr"):
+            with anatomy.phase(phases.ASR):
                 transcripts = self._transcribe_or_none(paths, output.predicted_audio_lens)
             if transcripts is None:
                 similarities = [0.0] * len(paths)
             else:
-                with anatomy.phase("speaker_verification"):
+                with anatomy.phase(phases.SPEAKER_VERIFICATION):
                     similarities = self._speaker_similarities(paths, batch["audio_filepaths"])
             for i, item_id in enumerate(item_ids):
                 gt_transcript = process_text_for_cer(batch["raw_texts"][i])
@@ -111,26 +111,26 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
                     "item_id": manifest_lines[i],
                 }
                 # Written last and atomically: a metrics file marks an item as complete (wav and codes first).
-                path = os.path.join(audio_dir, f"predicted_audioRank{self.global_rank}_{item_id}_metrics.json")
+                path = sample_stem(audio_dir, self.global_rank, item_id) + METRICS_SUFFIX
                 with open(f"{path}.tmp", "w") as f:
                     json.dump(metrics, f)
                 os.replace(f"{path}.tmp", path)
 
     def _set_inference_parameters(self) -> None:
-        params = self.inference_parameters
-        params.max_decoder_steps = self.cfg.get("max_decoder_steps", 500)
-        params.temperature = self.cfg.get("inference_temperature", 0.7)
-        params.topk = self.cfg.get("inference_topk", 80)
-        params.cfg_scale = self.cfg.get("inference_cfg_scale", 1.0)
+        params, settings = self.inference_parameters, self.settings
+        params.max_decoder_steps = settings.max_decoder_steps
+        params.temperature = settings.inference_temperature
+        params.topk = settings.inference_topk
+        params.cfg_scale = settings.inference_cfg_scale
 
     def _save_generations(self, output, item_ids, audio_dir):
         paths, durations = [], []
         for i, item_id in enumerate(item_ids):
             audio = output.predicted_audio[i].float().cpu().numpy()[: output.predicted_audio_lens[i]]
-            stem = os.path.join(audio_dir, f"predicted_audioRank{self.global_rank}_{item_id}")
+            stem = sample_stem(audio_dir, self.global_rank, item_id)
             sf.write(f"{stem}.wav", audio, self.sample_rate)
             codes = output.predicted_codes[i].cpu().type(torch.int16)[:, : output.predicted_codes_lens[i]]
-            torch.save(codes, f"{stem}_codes.pt")
+            torch.save(codes, f"{stem}{CODES_SUFFIX}")
             paths.append(f"{stem}.wav")
             durations.append(len(audio) / self.sample_rate)
         return paths, durations
@@ -138,10 +138,10 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
     def _transcribe_or_none(self, paths, audio_lens):
         """Transcripts normalized for CER, or None when ASR failed because a generation was too short."""
         try:
-            if self.cfg.get("pref_set_language", "en") == "en":
+            if not self.settings.scored_with_whisper:
                 hypotheses = self.eval_asr_model.transcribe(paths, batch_size=len(paths))
                 return [process_text_for_cer(h.text) for h in hypotheses]
-            language = self.cfg.pref_set_language
+            language = self.settings.pref_set_language
             normalizer = self._get_cached_normalizer(language) if self._normalize_whisper_transcript else None
             texts = transcribe_with_whisper(
                 paths,

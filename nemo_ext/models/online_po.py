@@ -8,12 +8,14 @@ from nemo.collections.tts.models import MagpieTTSModel
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 from omegaconf import DictConfig
 
-from nemo_ext.config import GRPO_LOSS_TYPES, REFERENCE_POLICY_MODES, REWARD_ASR_MODELS, require_choice
-from nemo_ext.errors import ConfigError
+from nemo_ext.grpo.losses import MAGPIETTS
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin, frozen_reference_policy
 from nemo_ext.random_state import RandomState
 from nemo_ext.rollout_audio import InMemoryClips, rollouts_in_memory
-from nemo_ext.step_anatomy import StepAnatomy
+from nemo_ext.settings.fields import plain
+from nemo_ext.settings.grpo import GRPOSettings
+from nemo_ext.telemetry import phases
+from nemo_ext.telemetry.anatomy import StepAnatomy
 from nemo_ext.upstream_phases import upstream_reward_phases_timed
 from nemo_ext.whisper_asr import upstream_uses_working_transcription
 
@@ -29,9 +31,9 @@ class ReferencePolicy(MagpieTTSModel):
     def process_batch(self, batch):
         if self.anatomy is None:
             return self._forward(batch)
-        with self.anatomy.phase("reference_forward"):
+        with self.anatomy.phase(phases.REFERENCE_FORWARD):
             output = self._forward(batch)
-        self.anatomy.begin("loss")  # NeMo's loss arithmetic and logging follow, until the backward begins
+        self.anatomy.begin(phases.LOSS)  # NeMo's loss arithmetic and logging follow, until the backward begins
         return output
 
     def _forward(self, batch):
@@ -50,49 +52,48 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
     """NeMo's `MagpieTTSModelOnlinePO` with Whisper loaded from `model.whisper` (checkpoint and dtype) and the NeMo
     reward models from `model.nemo_asr` / `model.speaker_verification` (hub name or local `.nemo`)."""
 
-    def __init__(self, cfg: DictConfig, trainer=None):
+    step_phases = phases.GRPO_PHASES
+
+    def __init__(self, cfg: DictConfig, trainer=None, settings: GRPOSettings | None = None):
         # Upstream's __init__ loads three hub models by hard-coded name, so its body (NeMo 3.0.0) is
-        # reproduced here with configurable loaders; MagpieTTSModel's own __init__ runs unchanged.
-        # The recipe checks these too, before a trainer exists; this guards programmatic construction.
-        require_choice(cfg, "reward_asr_model", "nemo", REWARD_ASR_MODELS, prefix="model.")
-        require_choice(cfg, "loss_type", "grpo", GRPO_LOSS_TYPES, prefix="model.")
-        require_choice(cfg, "reference_policy_mode", "matched", REFERENCE_POLICY_MODES, prefix="model.")
-        reward_asr = cfg.get("reward_asr_model", "nemo")
-        loss_type = cfg.get("loss_type", "grpo")
+        # reproduced here with configurable loaders; MagpieTTSModel's own __init__ runs unchanged. The values come
+        # from the stage's settings (parsed once by the recipe); built from code, from `cfg` through the same
+        # parser, before anything is built.
+        settings = settings or GRPOSettings.parse(plain(cfg), MAGPIETTS)
+        self.settings = settings
+        rewards = settings.rewards
 
         MagpieTTSModel.__init__(self, cfg, trainer)
         self._init_telemetry()
 
-        self.reference_free = self.cfg.get("reference_free", False)
-        self.reference_policy_mode = self.cfg.get("reference_policy_mode", "matched")
+        self.reference_free = settings.reference_free
+        self.reference_policy_mode = settings.reference_policy_mode
         if not self.reference_free:
             self._reference_model = self._build_reference_model(cfg)
             self._reference_model.anatomy = self.step_anatomy
 
-        if reward_asr == "nemo":
-            self._load_nemo_asr(cfg)
+        if rewards.reward_asr_model == "nemo":
+            self._load_nemo_asr(rewards.nemo_asr)
         # Upstream loads a second Whisper when both flags are set; one copy serves both uses.
-        if reward_asr == "whisper" or cfg.get("load_whisper_model", False):
-            self._load_whisper(cfg)
-        self._load_speaker_verification(cfg)
+        if rewards.loads_whisper:
+            self._load_whisper(rewards.whisper)
+        self._load_speaker_verification(rewards.speaker_verification)
 
-        if self.cfg.get("use_pesq", False):
-            if not upstream.HAVE_TORCHAUDIO:
-                raise ConfigError("model.use_pesq", True, "false (torchaudio is not installed)")
+        if settings.switches["use_pesq"]:  # torchaudio's presence was checked with the settings
             self.squim_objective_model = upstream.SQUIM_OBJECTIVE.get_model()
             self.squim_objective_model.requires_grad_(False)
 
-        self.loss_type = loss_type
-        self.scale_rewards = self.cfg.get("scale_rewards", True)
-        self.max_decoder_steps = self.cfg.get("max_decoder_steps", 430)
-        self._normalize_whisper_transcript = self.cfg.get("normalize_whisper_transcript", True)
+        self.loss_type = settings.loss_type
+        self.scale_rewards = settings.scale_rewards
+        self.max_decoder_steps = settings.max_decoder_steps
+        self._normalize_whisper_transcript = rewards.normalize_whisper_transcript
         self._normalizer_cache = {}
         # Rollout clips stay in memory unless asked for as files. PESQ reads them back with torchaudio.load (a
         # path it opens itself), so with PESQ on they are written as NeMo does.
-        keep_in_memory = not self.cfg.get("rollout_audio_files", False) and not self.cfg.get("use_pesq", False)
+        keep_in_memory = not settings.rollout_audio_files and not settings.switches["use_pesq"]
         self._rollout_clips = InMemoryClips() if keep_in_memory else None
-        self.best_cer_threshold = self.cfg.get("best_cer_threshold", 1.0)
-        self.worst_cer_threshold = self.cfg.get("worst_cer_threshold", 1.0)
+        self.best_cer_threshold = rewards.best_cer_threshold
+        self.worst_cer_threshold = rewards.worst_cer_threshold
 
     @staticmethod
     def _build_reference_model(cfg: DictConfig) -> MagpieTTSModel:
@@ -113,10 +114,10 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
         # dropped for the same items) and at step 1, where the weights are equal, the KL is exactly 0.
         if self.reference_policy_mode == "matched" and not self.reference_free:
             self._reference_model.replay = RandomState.capture()
-        with self.step_anatomy.phase("policy_forward"):
+        with self.step_anatomy.phase(phases.POLICY_FORWARD):
             output = super().process_batch(batch)
         if self.reference_free:
-            self.step_anatomy.begin("loss")  # ends where the backward begins (RewardModelsMixin)
+            self.step_anatomy.begin(phases.LOSS)  # ends where the backward begins (RewardModelsMixin)
         return output
 
     def generate_and_reward(
@@ -128,7 +129,7 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
         # `reward` holds the whole rollout: generation, codec decode, audio I/O, ASR and speaker verification are
         # phases inside it; its own seconds are NeMo's reward arithmetic.
         with (
-            anatomy.phase("reward"),
+            anatomy.phase(phases.REWARD),
             rollouts_in_memory(self._rollout_clips, anatomy, getattr(self, "eval_asr_model", None))
             if in_memory
             else contextlib.nullcontext(),

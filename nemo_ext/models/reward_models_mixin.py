@@ -9,15 +9,12 @@ import torch
 from omegaconf import DictConfig, open_dict
 
 from nemo_ext.checkpoints import configs_in_checkpoints_allowed
-from nemo_ext.config import NemoModelSettings, WhisperSettings
 from nemo_ext.errors import ConfigError
-from nemo_ext.reward_models import (
-    DEFAULT_NEMO_ASR,
-    DEFAULT_SPEAKER_VERIFICATION,
-    load_nemo_asr_model,
-    load_speaker_verification_model,
-)
-from nemo_ext.step_anatomy import StepAnatomy
+from nemo_ext.reward_models import load_nemo_asr_model, load_speaker_verification_model
+from nemo_ext.settings.reward_models import NemoModelSettings
+from nemo_ext.settings.whisper import WhisperSettings
+from nemo_ext.telemetry import phases
+from nemo_ext.telemetry.anatomy import StepAnatomy
 from nemo_ext.whisper_asr import load_whisper
 
 # Submodules that are never trained. Upstream only calls .eval() on Whisper once, so Lightning's
@@ -56,6 +53,7 @@ class RewardModelsMixin:
     """Mixed in before a MagpieTTSModel (or EasyMagpieTTSModel) subclass. The attribute names are NeMo's for
     that family (EasyMagpieTTS keeps its reward models under `_eval_*`)."""
 
+    step_phases: tuple[str, ...] = ()  # the step's phases (telemetry/phases.py), declared by each model class
     whisper_settings: WhisperSettings | None = None
     whisper_dtype_at_load: torch.dtype | None = None
     frozen_submodule_names: tuple[str, ...] = FROZEN_SUBMODULES
@@ -67,52 +65,55 @@ class RewardModelsMixin:
         """Clips per Whisper generate() call (`model.whisper.batch_size`); None: all at once, or no Whisper."""
         return self.whisper_settings.batch_size if self.whisper_settings else None
 
+    def declared_phases(self) -> tuple[str, ...]:
+        """The class's phases, and those of the reward terms this project computes (before `other`)."""
+        settings = getattr(self, "settings", None)
+        terms = settings.active_reward_terms() if hasattr(settings, "active_reward_terms") else ()
+        extra = [t.phase for t in terms if not t.computed_by_nemo and t.phase not in self.step_phases]
+        return (*self.step_phases[:-1], *dict.fromkeys(extra), self.step_phases[-1])
+
     def _init_telemetry(self) -> None:
         """Phase timing (off until the telemetry callback switches it on). The codec decode runs inside NeMo's
         infer_batch: it is timed where infer_batch calls it."""
-        self.step_anatomy = StepAnatomy()
+        self.step_anatomy = StepAnatomy(phases=self.declared_phases())
         helper = self._codec_helper
-        helper.codes_to_audio = self.step_anatomy.wrap("codec_decode", helper.codes_to_audio)
+        helper.codes_to_audio = self.step_anatomy.wrap(phases.CODEC_DECODE, helper.codes_to_audio)
 
     def infer_batch(self, *args, **kwargs):
-        with self.step_anatomy.phase("generation"):
+        with self.step_anatomy.phase(phases.GENERATION):
             return super().infer_batch(*args, **kwargs)
 
     def on_before_backward(self, loss):
         super().on_before_backward(loss)
-        self.step_anatomy.end_if_open("loss")
-        self.step_anatomy.begin("backward")
+        self.step_anatomy.end_if_open(phases.LOSS)
+        self.step_anatomy.begin(phases.BACKWARD)
 
     def on_after_backward(self):
-        self.step_anatomy.end("backward")
+        self.step_anatomy.end(phases.BACKWARD)
         super().on_after_backward()
 
     def on_before_optimizer_step(self, optimizer):
         super().on_before_optimizer_step(optimizer)
-        self.step_anatomy.begin("optimizer")
+        self.step_anatomy.begin(phases.OPTIMIZER)
 
     def optimizer_step(self, *args, **kwargs):
         # The closure (training step and backward) runs inside; the update itself follows on_before_optimizer_step.
         result = super().optimizer_step(*args, **kwargs)
-        self.step_anatomy.end_if_open("optimizer")
+        self.step_anatomy.end_if_open(phases.OPTIMIZER)
         return result
 
-    def _load_whisper(self, cfg: DictConfig) -> None:
-        self.whisper_settings = WhisperSettings.from_config(cfg.get("whisper"))
-        self.whisper_processor, self.whisper_model = load_whisper(self.whisper_settings)
+    def _load_whisper(self, settings: WhisperSettings) -> None:
+        self.whisper_settings = settings
+        self.whisper_processor, self.whisper_model = load_whisper(settings)
         self.whisper_dtype_at_load = self.whisper_model.dtype
 
-    def _load_nemo_asr(self, cfg: DictConfig) -> None:
-        settings = NemoModelSettings.from_config(cfg.get("nemo_asr"), "model.nemo_asr", DEFAULT_NEMO_ASR)
+    def _load_nemo_asr(self, settings: NemoModelSettings) -> None:
         model = load_nemo_asr_model(settings)
         # NeMo calls it by file paths: reading the files is part of this phase.
-        model.transcribe = self.step_anatomy.wrap("asr", model.transcribe)
+        model.transcribe = self.step_anatomy.wrap(phases.ASR, model.transcribe)
         setattr(self, self.nemo_asr_attribute, model)
 
-    def _load_speaker_verification(self, cfg: DictConfig) -> None:
-        settings = NemoModelSettings.from_config(
-            cfg.get("speaker_verification"), "model.speaker_verification", DEFAULT_SPEAKER_VERIFICATION
-        )
+    def _load_speaker_verification(self, settings: NemoModelSettings) -> None:
         setattr(self, self.speaker_verification_attribute, load_speaker_verification_model(settings))
 
     def frozen_submodules(self) -> dict[str, torch.nn.Module]:

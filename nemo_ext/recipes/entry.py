@@ -1,4 +1,4 @@
-"""Turns a recipe function into a Hydra command-line program with clean failures for bad configs."""
+"""Turns a stage into a Hydra command-line program with clean failures for bad configs."""
 
 from __future__ import annotations
 
@@ -12,20 +12,21 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nemo_ext.errors import ConfigError
 from nemo_ext.recipes.early_signals import STOP_SIGNALS, record_signals_from_now
-from nemo_ext.recipes.stopping import EXIT_STOPPED, RunStopped
+from nemo_ext.recipes.run_stopped import EXIT_STOPPED, RunStopped
 
 
-def hydra_entry_point(run: Callable[[DictConfig], object], config_name: str, config_dir: str) -> Callable[[], None]:
+def hydra_entry_point(stage, config_name: str, config_dir: str) -> Callable[[], None]:
+    """`main()` for `stage` (nemo_ext.stages): compose the config with Hydra, then run_stage(stage, cfg)."""
     record_signals_from_now()  # before Hydra and NeMo are imported: a SIGTERM/SIGUSR1 in set-up is kept
     import hydra
 
     @hydra.main(config_path=os.path.abspath(config_dir), config_name=config_name, version_base="1.3")
     def main(cfg: DictConfig) -> None:
         try:
-            run(cfg)
+            stage.run(cfg)
         except (ConfigError, OmegaConfBaseException) as error:
             # Exit 2 with one readable line, before any model was built.
-            print(f"config error: {error}", file=sys.stderr, flush=True)
+            print(f"config error: {str(error).splitlines()[0]}", file=sys.stderr, flush=True)
             sys.exit(2)
         except RunStopped as stop:
             # Leaving now, with the progress saved: a further stop signal changes nothing. Under srun

@@ -1,4 +1,5 @@
-"""Offline PO data generation: `trainer.test` of MagpieTTSOfflinePODataGen, per-item audio + metrics JSON."""
+"""DataGen's loop: `trainer.test` of MagpieTTSOfflinePODataGen over the manifest lines that have no complete sample
+yet, so a resumed or requeued run generates only what is missing (files in nemo_ext/datagen_layout.py)."""
 
 from __future__ import annotations
 
@@ -6,47 +7,13 @@ import glob
 import json
 import os
 import time
-from dataclasses import dataclass
 
-from omegaconf import DictConfig, open_dict
-
-from nemo_ext.errors import ConfigError
-from nemo_ext.model_keys import check_model_keys
-from nemo_ext.pairs import ITEM_ID_KEY
-from nemo_ext.recipes.offline_po_pairs import ITEMS_MANIFEST
-from nemo_ext.recipes.setup import build_model_config, dataset_config, dry_run_done, prepare_config
-from nemo_ext.recipes.stage_run import StageRun
-from nemo_ext.telemetry import telemetry_callbacks
-
-DATASET = "nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDataset"
-REQUIRED_PATHS = ("init_from_ptl_ckpt", "codecmodel_path", "data.test_manifest")
-
-
-@dataclass
-class DataGenRun:
-    model: object
-    trainer: object
-    audio_dir: str
-
-    def metrics_files(self) -> list[str]:
-        return sorted(glob.glob(os.path.join(self.audio_dir, "*_metrics.json")))
-
-
-def resolve_load_whisper(cfg: DictConfig) -> DictConfig:
-    """`load_whisper_model: null` means: load Whisper exactly when the language is scored with it (not English)."""
-    language = cfg.model.get("pref_set_language", "en")
-    with open_dict(cfg):
-        if cfg.model.get("load_whisper_model") is None:
-            cfg.model.load_whisper_model = language != "en"
-    if language != "en" and not cfg.model.load_whisper_model:
-        raise ConfigError(
-            "model.load_whisper_model", False, f"true or null (pref_set_language={language!r} is scored with Whisper)"
-        )
-    return cfg
+from nemo_ext.datagen_layout import AUDIO_DIR, ITEM_ID_KEY, ITEMS_MANIFEST, METRICS_SUFFIX
+from nemo_ext.recipes.run_stage import StageResult
 
 
 def write_items_manifest(manifest: str, folder) -> str:
-    """DataGen's own copy of the input manifest, each line with its index (`magpie_item_id`): the id written into
+    """DataGen's own copy of the input manifest, each line with its index (ITEM_ID_KEY): the id written into
     every metrics file, by which the pair stage finds a sample's text and group. Only rank 0 writes it (once per
     run folder: a resumed run keeps the ids); the other ranks read the same path."""
     path = os.path.join(folder.path, ITEMS_MANIFEST)
@@ -68,7 +35,7 @@ def items_still_to_generate(folder) -> tuple[str, int]:
     test loop starts."""
     items = os.path.join(folder.path, ITEMS_MANIFEST)
     done = set()
-    for path in glob.glob(os.path.join(folder.path, "audios", "*_metrics.json")):
+    for path in glob.glob(os.path.join(folder.path, AUDIO_DIR, f"*{METRICS_SUFFIX}")):
         with open(path) as f:
             done.add(json.load(f).get("item_id"))
     if not done:
@@ -94,34 +61,26 @@ def _wait_for(path: str, seconds: float = 300.0) -> None:
         time.sleep(0.2)
 
 
-def validated_config(cfg: DictConfig) -> DictConfig:
-    cfg = resolve_load_whisper(prepare_config(cfg, REQUIRED_PATHS, manifests=("data.test_manifest",)))
-    check_model_keys(cfg.model, "offline_po_datagen")
-    return cfg
+def generate(settings, callbacks: list) -> StageResult:
+    from nemo_ext.recipes.model_config import stage_model_config
+    from nemo_ext.recipes.run_stage import import_object
+    from nemo_ext.recipes.stage_run import StageRun
+    from nemo_ext.telemetry import telemetry_callbacks
 
-
-def model_config(cfg: DictConfig, manifest: str) -> DictConfig:
-    """The config the DataGen model is built from (a validated `cfg`), generating for the lines of `manifest`."""
-    return build_model_config(cfg, {"test_ds": dataset_config(cfg, manifest, DATASET, shuffle=False)}, training=False)
-
-
-def run_offline_po_datagen(cfg: DictConfig) -> DataGenRun | None:
-    cfg = validated_config(cfg)
-    if dry_run_done(cfg, "offline_po_datagen"):
-        return None
-    from nemo_ext.models import MagpieTTSOfflinePODataGen
-
+    model_class = import_object(settings.stage.model_class)
     # DataGen's product is its per-item files; a stop keeps those written so far (nothing to checkpoint).
-    with StageRun(cfg, "offline_po_datagen", saves_checkpoints=False) as run:
-        write_items_manifest(cfg.data.test_manifest, run.folder)
+    with StageRun(settings, saves_checkpoints=False) as run:
+        write_items_manifest(settings.data.manifest("test_manifest"), run.folder)
         todo, done = items_still_to_generate(run.folder)
-        audio_dir = os.path.join(run.folder.path, "audios")
+        audio_dir = os.path.join(run.folder.path, AUDIO_DIR)
         if done:
             print(f"[magpie] {done} items already complete in {run.folder.path}; generating the rest", flush=True)
             if not _has_lines(todo):
-                return DataGenRun(model=None, trainer=None, audio_dir=audio_dir)
-        model_cfg = model_config(cfg, todo)
-        model, trainer = run.test(MagpieTTSOfflinePODataGen, model_cfg, telemetry_callbacks(cfg))
+                return StageResult(settings, run.folder.path, audio_dir=audio_dir)
+        model_cfg = stage_model_config(settings, test_manifest=todo)
+        model, trainer = run.test(model_class, model_cfg, telemetry_callbacks(settings) + list(callbacks))
     if run.folder.owner:
         print(f"[magpie] next: python recipes/offline_po_pairs.py datagen_run={run.folder.path}", flush=True)
-    return DataGenRun(model=model, trainer=trainer, audio_dir=model.output_dir())
+    return StageResult(
+        settings, run.folder.path, model=model, trainer=trainer, log_dir=trainer.log_dir, audio_dir=model.output_dir()
+    )

@@ -15,13 +15,9 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
-from omegaconf import DictConfig, OmegaConf
-
+from nemo_ext.datagen_layout import AUDIO_DIR, CODES_SUFFIX, ITEM_ID_KEY, ITEMS_MANIFEST, METRICS_SUFFIX
 from nemo_ext.errors import ConfigError
-from nemo_ext.pairs import ITEM_ID_KEY, Pair, PairSettings, PairYield, Sample, select_pairs, split_train_validation
-
-ITEMS_MANIFEST = os.path.join("state", "items.json")  # written by the DataGen recipe
-METRICS_SUFFIX = "_metrics.json"
+from nemo_ext.pairs import Pair, PairYield, Sample, select_pairs, split_train_validation
 
 
 @dataclass
@@ -33,40 +29,6 @@ class PairsRun:
     report: PairYield
     train_pairs: int
     val_pairs: int
-
-
-def pair_settings(cfg: DictConfig) -> PairSettings:
-    """`PairSettings` from the config, every value checked (key, value, what is allowed)."""
-    node = OmegaConf.to_container(cfg.pairs, resolve=True) if cfg.get("pairs") is not None else {}
-    known = set(PairSettings.__dataclass_fields__)
-    for key in node:
-        if key not in known:
-            raise ConfigError(f"pairs.{key}", node[key], f"keys {', '.join(sorted(known))}")
-    settings = PairSettings(**node)
-    for key in ("group_size", "val_pairs", "seed"):
-        value = getattr(settings, key)
-        minimum = 2 if key == "group_size" else 0
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"pairs.{key}", value, f"an integer >= {minimum}")
-    if settings.chosen_per_group not in (1, 2):
-        raise ConfigError(
-            "pairs.chosen_per_group", settings.chosen_per_group, "1 (best vs worst) or 2 (top-2 x bottom-2)"
-        )
-    if settings.group_size < 2 * settings.chosen_per_group:
-        raise ConfigError(
-            "pairs.group_size",
-            settings.group_size,
-            f">= {2 * settings.chosen_per_group} for chosen_per_group={settings.chosen_per_group}",
-        )
-    for key in ("cer_threshold", "min_duration", "max_duration"):
-        value = getattr(settings, key)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise ConfigError(f"pairs.{key}", value, "a number >= 0")
-    if settings.min_duration > settings.max_duration:
-        raise ConfigError(
-            "pairs.max_duration", settings.max_duration, f">= pairs.min_duration ({settings.min_duration})"
-        )
-    return settings
 
 
 def read_items(datagen_run: str) -> list[dict]:
@@ -86,7 +48,7 @@ def read_items(datagen_run: str) -> list[dict]:
 def read_samples(datagen_run: str, item_count: int) -> list[Sample]:
     """Every scored sample of the run. Sampler padding (DDP repeats items to even out ranks) can score an item
     twice; the first by file name is kept."""
-    audio_dir = os.path.join(datagen_run, "audios")
+    audio_dir = os.path.join(datagen_run, AUDIO_DIR)
     metrics_files = sorted(glob.glob(os.path.join(audio_dir, f"*{METRICS_SUFFIX}")))
     if not metrics_files:
         raise ConfigError(
@@ -107,7 +69,7 @@ def read_samples(datagen_run: str, item_count: int) -> list[Sample]:
             raise ConfigError(
                 "datagen_run", datagen_run, f"item ids 0..{item_count - 1} ({metrics_file} has {metrics['item_id']})"
             )
-        codes = f"{stem}_codes.pt"
+        codes = f"{stem}{CODES_SUFFIX}"
         samples.append(
             Sample(
                 item_id=int(metrics["item_id"]),
@@ -193,21 +155,18 @@ def _pair_lines(pairs: list[Pair], items: list[dict], use_codes: bool) -> list[d
     return lines
 
 
-def run_offline_po_pairs(cfg: DictConfig) -> PairsRun:
-    settings = pair_settings(cfg)
-    datagen_run = cfg.get("datagen_run")
-    if not datagen_run or datagen_run == "???" or not os.path.isdir(str(datagen_run)):
-        raise ConfigError("datagen_run", datagen_run, "an existing DataGen run folder (its path is printed by DataGen)")
-    datagen_run = os.path.abspath(str(datagen_run))
+def make_pairs(settings, callbacks: list | None = None) -> PairsRun:
+    """The pair stage's loop (its settings: nemo_ext/settings/pairs.py::PairStageSettings)."""
+    stage = settings.algorithm
+    datagen_run = stage.datagen_run
     items = read_items(datagen_run)
     samples = read_samples(datagen_run, len(items))
-    groups = group_samples(items, samples, settings.group_size, datagen_run)
+    groups = group_samples(items, samples, stage.pairs.group_size, datagen_run)
 
-    pairs, report = select_pairs(groups, settings)
-    train, validation = split_train_validation(pairs, settings)
-    output_dir = os.path.abspath(cfg.get("output_dir") or os.path.join(datagen_run, "pairs"))
+    pairs, report = select_pairs(groups, stage.pairs)
+    train, validation = split_train_validation(pairs, stage.pairs)
+    output_dir = os.path.abspath(stage.output_dir or os.path.join(datagen_run, "pairs"))
     os.makedirs(output_dir, exist_ok=True)
-    use_codes = bool(cfg.get("use_codes", True))
     run = PairsRun(
         output_dir=output_dir,
         train_manifest=os.path.join(output_dir, "dpo_train_manifest.json"),
@@ -217,20 +176,20 @@ def run_offline_po_pairs(cfg: DictConfig) -> PairsRun:
         train_pairs=len(train),
         val_pairs=len(validation),
     )
-    scored = [_record(items[s.item_id], s, use_codes) | {"item_id": s.item_id} for g in groups for s in g]
+    scored = [_record(items[s.item_id], s, stage.use_codes) | {"item_id": s.item_id} for g in groups for s in g]
     _write(run.scored_manifest, scored)
-    _write(run.train_manifest, _pair_lines(train, items, use_codes))
-    _write(run.val_manifest, _pair_lines(validation, items, use_codes))
+    _write(run.train_manifest, _pair_lines(train, items, stage.use_codes))
+    _write(run.val_manifest, _pair_lines(validation, items, stage.use_codes))
     summary = {
         **report.as_dict(),
         "train_pairs": run.train_pairs,
         "val_pairs": run.val_pairs,
-        "settings": asdict(settings),
+        "settings": asdict(stage.pairs),
     }
     with open(os.path.join(output_dir, "pair_yield.json"), "w") as f:
         json.dump(summary, f, indent=1)
     print(format_yield(report, run), flush=True)
-    _log_to_wandb(cfg, summary)
+    _log_to_wandb(stage.wandb, output_dir, summary)
     return run
 
 
@@ -246,17 +205,16 @@ def format_yield(report: PairYield, run: PairsRun) -> str:
     )
 
 
-def _log_to_wandb(cfg: DictConfig, summary: dict) -> None:
-    settings = cfg.get("wandb") or {}
-    if not settings.get("enabled", False):
+def _log_to_wandb(settings, output_dir: str, summary: dict) -> None:
+    if not settings.enabled:
         return
     import wandb
 
     run = wandb.init(
-        project=settings.get("project", "magpie-po"),
-        name=settings.get("name", "offline_po_pairs"),
-        dir=settings.get("save_dir") or os.path.dirname(summary.get("output_dir", "")) or None,
-        mode="offline" if settings.get("offline", False) else None,
+        project=settings.project,
+        name=settings.name,
+        dir=settings.save_dir or os.path.dirname(output_dir) or None,
+        mode="offline" if settings.offline else None,
         config=summary["settings"],
         job_type="offline_po_pairs",
     )

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_ext.errors import ConfigError
+from nemo_ext.stages.stage import Loop
 
 STATE_FILE = os.path.join("state", "run_state.json")
 LOCK_FILE = os.path.join("state", "run.lock")
@@ -46,8 +47,6 @@ MAY_CHANGE_ON_RESUME = (
 )
 
 RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"
-# Stages whose finished run can be continued with a larger trainer.max_steps.
-TRAINING_STAGES = ("online_po", "offline_po_dpo", "easy_online_po")
 
 
 @dataclass(frozen=True)
@@ -134,15 +133,22 @@ def _slurm_version() -> str | None:
     return os.environ.get("SLURM_JOB_ID")
 
 
-def open_run_folder(cfg: DictConfig, stage: str) -> RunFolder:
+def experiment_dir(settings) -> str:
+    """<exp_manager.exp_dir>/<name>: where a stage's run folders go (NeMo's default exp_dir: ./nemo_experiments)."""
+    exp_dir = settings.exp_manager.node.get("exp_dir") or os.path.join(os.getcwd(), "nemo_experiments")
+    return os.path.abspath(os.path.join(exp_dir, settings.run.name))
+
+
+def open_run_folder(settings) -> RunFolder:
     """Choose (and on rank 0 create, lock and describe) the run folder for this launch. Raises ConfigError
     before any model is built when continuing is refused."""
-    experiment = os.path.abspath(os.path.join(cfg.exp_manager.exp_dir, cfg.name))
+    cfg, stage = settings.config, settings.stage.name
+    experiment = experiment_dir(settings)
     inherited = os.environ.get(RUN_DIR_ENV)
     if inherited:
         return RunFolder(inherited, os.path.basename(inherited), resuming=bool(read_state(inherited)), owner=False)
     owner = _global_rank_from_env() == 0
-    requested = cfg.get("resume")
+    requested = settings.run.resume
     slurm_version = _slurm_version()
     if requested:
         path = _requested_folder(experiment, str(requested))
@@ -158,7 +164,7 @@ def open_run_folder(cfg: DictConfig, stage: str) -> RunFolder:
             )
         folder = _create_new_folder(experiment)
     if folder.resuming:
-        _check_resumable(folder, cfg, stage)
+        _check_resumable(folder, cfg, stage, trains=settings.stage.loop is Loop.FIT)
     if owner:
         os.makedirs(os.path.join(folder.path, "state"), exist_ok=True)
         _take_lock(folder)
@@ -264,7 +270,8 @@ def _differences(old, new, prefix="") -> list[str]:
     return [] if old == new else [f"{prefix[:-1]}: {old!r} -> {new!r}"]
 
 
-def _check_resumable(folder: RunFolder, cfg: DictConfig, stage: str) -> None:
+def _check_resumable(folder: RunFolder, cfg: DictConfig, stage: str, trains: bool) -> None:
+    """`trains`: a finished run of a training stage can be continued with a larger trainer.max_steps."""
     state = folder.read_state()
     if state.get("stage") not in (None, stage):
         raise ConfigError("resume", folder.path, f"a run folder of stage {stage} (this one is {state['stage']})")
@@ -283,7 +290,7 @@ def _check_resumable(folder: RunFolder, cfg: DictConfig, stage: str) -> None:
     if state.get("status") == FINISHED:
         step = state.get("global_step")
         max_steps = OmegaConf.select(cfg, "trainer.max_steps", default=-1) or -1
-        extends_training = stage in TRAINING_STAGES and step is not None and max_steps > step
+        extends_training = trains and step is not None and max_steps > step
         if not extends_training:
             raise ConfigError(
                 "resume",

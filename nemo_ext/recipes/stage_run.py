@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import socket
 import warnings
@@ -12,24 +11,26 @@ from omegaconf import DictConfig
 
 from nemo_ext.checkpoints import configs_in_checkpoints_allowed
 from nemo_ext.compat import backport_tar_extraction_filter
+from nemo_ext.recipes.model_config import writable_config
 from nemo_ext.recipes.run_folder import FAILED, FINISHED, INTERRUPTED, RunFolder, open_run_folder
-from nemo_ext.recipes.setup import build_trainer, finish_loggers
-from nemo_ext.recipes.stopping import EXIT_STOPPED, RunStopped, StopOnSignal
+from nemo_ext.recipes.run_stopped import EXIT_STOPPED, RunStopped
+from nemo_ext.recipes.stopping import StopOnSignal
+from nemo_ext.recipes.trainer import build_trainer, finish_loggers
 
 
 class StageRun:
     """One launch of a stage, from just after validation to exit: the stop handlers (installed first, so a
     signal during set-up is kept), the run folder, and the outcome written to the folder and to W&B.
 
-        with StageRun(cfg, "online_po") as run:
+        with StageRun(settings) as run:
             model, trainer = run.fit(MagpieTTSOnlinePO, model_cfg, callbacks)
 
     On leaving: finished -> status `finished`, W&B exit 0; RunStopped -> status `interrupted`, W&B marked
     preempted with exit EXIT_STOPPED, and RunStopped propagates (the entry point exits EXIT_STOPPED); any other
     error -> status `failed`, W&B exit 1. The lock is released in every case."""
 
-    def __init__(self, cfg: DictConfig, stage: str, saves_checkpoints: bool = True):
-        self.cfg, self.stage, self.saves_checkpoints = cfg, stage, saves_checkpoints
+    def __init__(self, settings, saves_checkpoints: bool = True):
+        self.settings, self.stage, self.saves_checkpoints = settings, settings.stage.name, saves_checkpoints
         self.stopper = StopOnSignal()
         self.folder: RunFolder | None = None
         self.trainer = None
@@ -38,7 +39,7 @@ class StageRun:
         backport_tar_extraction_filter()  # NeMo restores .nemo files with a tarfile API Debian 12's Python lacks
         self.stopper.install()
         try:
-            self.folder = open_run_folder(self.cfg, self.stage)
+            self.folder = open_run_folder(self.settings)
         except BaseException:
             self.stopper.uninstall()
             raise
@@ -75,15 +76,22 @@ class StageRun:
             self.stopper.uninstall()
 
     def _build(self, model_class, model_cfg: DictConfig, callbacks: list):
-        self.trainer = build_trainer(self.cfg, self.folder, callbacks=list(callbacks) + [self.stopper])
+        self.trainer = build_trainer(self.settings, self.folder, callbacks=list(callbacks) + [self.stopper])
         print(
             f"[magpie] rank {self.trainer.global_rank} of {self.trainer.world_size} on {socket.gethostname()}",
             flush=True,
         )
+        seed = self.settings.run.seed
+        if seed is not None:
+            # Each rank its own stream (seed + rank): ranks draw different rollouts; building the models, the
+            # steps and the stops are then the same from run to run.
+            import lightning.pytorch as pl
+
+            pl.seed_everything(seed + self.trainer.global_rank, verbose=False)
         with configs_in_checkpoints_allowed():  # NeMo torch.loads Lightning checkpoints (configs inside)
-            model = model_class(cfg=model_cfg, trainer=self.trainer)
-            # NeMo pops `init_from_ptl_ckpt` from the config it is given: a copy keeps ours whole.
-            model.maybe_init_from_pretrained_checkpoint(cfg=copy.deepcopy(self.cfg))
+            model = model_class(cfg=model_cfg, trainer=self.trainer, settings=self.settings.algorithm)
+            # NeMo pops `init_from_ptl_ckpt` from the config it is given: a copy of ours.
+            model.maybe_init_from_pretrained_checkpoint(cfg=writable_config(self.settings))
         # Building the models takes a while; a stop requested meanwhile ends the run before its first step. With
         # several ranks this must be decided together (a rank may get the signal a moment later and would wait in
         # a collective for one that left): then the first batch start decides, where all ranks take the max.

@@ -15,8 +15,9 @@ import torch
 from omegaconf import OmegaConf
 
 from nemo_ext.compat import backport_tar_extraction_filter
+from nemo_ext.settings.run import TINY_FIXTURES_MARKER, TINY_FIXTURES_VERSION
 
-FIXTURES_VERSION = 4
+FIXTURES_VERSION = TINY_FIXTURES_VERSION  # 5: a speaker model whose similarities spread (learning signal)
 SAMPLE_RATE = 22050
 SAMPLES_PER_FRAME = 1024
 FSQ_LEVELS = [4, 4]
@@ -50,19 +51,10 @@ class TinyFixtures:
     easy_reference_checkpoint: str
 
 
-def built_fixtures_version(root: str) -> int | None:
-    """The FIXTURES_VERSION the fixtures under `root` were built with; None when none were built there."""
-    try:
-        with open(os.path.join(root, "fixtures.json")) as f:
-            return json.load(f).get("version")
-    except (OSError, ValueError):
-        return None
-
-
 def build_tiny_fixtures(root: str, force: bool = False) -> TinyFixtures:
     """Build every fixture under `root` (reused when already built with this FIXTURES_VERSION)."""
     root = os.path.abspath(root)
-    marker = os.path.join(root, "fixtures.json")
+    marker = os.path.join(root, TINY_FIXTURES_MARKER)
     if not force and os.path.isfile(marker):
         with open(marker) as f:
             stored = json.load(f)
@@ -79,7 +71,9 @@ def build_tiny_fixtures(root: str, force: bool = False) -> TinyFixtures:
         manifest=manifest,
         dpo_manifest=dpo_manifest,
         codec=codec,
-        speaker_verification=_save(_tiny_speaker_verification(), os.path.join(root, "speaker_verification.nemo")),
+        speaker_verification=_save(
+            _calibrated_speaker_verification(codec, audio_dir), os.path.join(root, "speaker_verification.nemo")
+        ),
         nemo_asr=_save(_tiny_ctc_asr(), os.path.join(root, "nemo_asr.nemo")),
         whisper=os.path.join(root, "whisper-tiny"),
         reference_checkpoint=os.path.join(root, "magpie_reference.ckpt"),
@@ -245,6 +239,57 @@ def _tiny_speaker_verification():
         "loss": {"_target_": "nemo.collections.asr.losses.angularloss.AngularSoftmaxLoss", "scale": 30, "margin": 0.2},
     }
     return EncDecSpeakerLabelModel(cfg=OmegaConf.create(cfg))
+
+
+# The share of the embedding layer's mean that calibration keeps: a speaker direction every clip shares, so that
+# similarities to a target clip fall inside NeMo's reward range rather than around 0.
+SHARED_SPEAKER_DIRECTION = 0.2
+
+
+def _calibrated_speaker_verification(codec_path: str, audio_dir: str):
+    """The tiny TitaNet with the BatchNorm statistics a trained model would have, measured on the clips it scores.
+
+    With random weights and untrained statistics it embeds every clip alike: cosine similarity 0.998-0.999 between
+    any two clips, above NeMo's best_ssim_achievable (0.9), so every similarity reward was clipped to 1, every group
+    of rollouts had equal rewards and GRPO learned nothing. Here the statistics are measured on random-code decodes
+    of the tiny codec (what rollouts sound like) and on the fixture wavs (the targets), and the embedding layer keeps
+    SHARED_SPEAKER_DIRECTION of its mean: similarities of rollouts to a target then spread over about 0.2..0.9,
+    inside NeMo's reward range (mean_ssim_dataset 0.6, best_ssim_achievable 0.9). Still NeMo's model, weights and
+    forward; only the statistics a training run would have set are set."""
+    import glob
+
+    import librosa
+    from nemo.collections.tts.models import AudioCodecModel
+
+    model = _tiny_speaker_verification()
+    rate = model.preprocessor._sample_rate
+    clips = []
+    with torch.random.fork_rng():  # the fixtures built after this one draw what they drew before calibration
+        codec = AudioCodecModel.restore_from(codec_path, map_location="cpu")
+        generator = torch.Generator().manual_seed(0)
+        for frames in [4, 8, 12, 16, 20, 24] * 6:
+            codes = torch.randint(0, int(np.prod(FSQ_LEVELS)), (1, NUM_CODEBOOKS, frames), generator=generator)
+            with torch.no_grad():
+                audio, length = codec.decode(tokens=codes, tokens_len=torch.tensor([frames]))
+            clips.append(librosa.resample(audio[0, : length[0]].numpy(), orig_sr=SAMPLE_RATE, target_sr=rate))
+    for path in sorted(glob.glob(os.path.join(audio_dir, "*.wav"))):
+        samples, sample_rate = sf.read(path, dtype="float32")
+        clips.append(librosa.resample(samples, orig_sr=sample_rate, target_sr=rate))
+    signal = torch.zeros(len(clips), max(len(c) for c in clips))
+    for i, clip in enumerate(clips):
+        signal[i, : len(clip)] = torch.from_numpy(clip)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the one calibration batch
+    model.train()
+    with torch.no_grad():
+        model.forward(input_signal=signal, input_signal_length=torch.tensor([len(c) for c in clips]))
+    for norm in norms:
+        norm.momentum = 0.1
+    model.decoder.emb_layers[0][0].running_mean.mul_(1.0 - SHARED_SPEAKER_DIRECTION)
+    model.eval()
+    return model
 
 
 def _tiny_ctc_asr():

@@ -1,18 +1,19 @@
-"""Whisper / GPU memory telemetry and the anatomy of a step, for GRPO and offline data generation, logged through
-the Lightning loggers (W&B under exp_manager), reduced across ranks so a multi-node run shows its worst rank.
+"""StepTelemetry: a Lightning callback that measures every step (GRPO) or batch (DataGen) of a run: Whisper's weights
+in memory, the process's and the GPU's memory, and the seconds and CUDA peak of each declared phase of the step,
+logged through the Lightning loggers (W&B under exp_manager), reduced across ranks so a multi-node run shows its
+worst rank.
 
 Logged names (GB = 1e9 bytes). Each figure is logged as the max over ranks under its own name, with `_min` and
 `_mean` siblings:
   at fit/test start: whisper/weights_bytes, whisper/weights_gb, whisper/param_count, whisper/bytes_per_param,
                      gpu/allocated_gb (after Lightning moved and cast the model)
-  per step / batch:  time/step_s, time/<phase>_s for every phase (seconds of its own, phases nested in it
-                     excluded; time/other_s is the rest of the step), gpu/<phase>_peak_allocated_gb,
+  per step / batch:  time/step_s, time/<phase>_s for every phase the model declares (seconds of its own, phases
+                     nested in it excluded; time/other_s is the rest of the step), gpu/<phase>_peak_allocated_gb,
                      gpu/allocated_gb, gpu/reserved_gb, gpu/peak_allocated_gb (whole step), gpu/device_used_gb
                      (the device as torch.cuda.mem_get_info sees it: other processes and NCCL buffers too),
                      cpu/rss_gb, cpu/peak_rss_gb
   as hyperparameters: whisper/dtype_configured, whisper/dtype_loaded, whisper/pretrained
-GRPO phases: GRPO_PHASES; DataGen phases: DATAGEN_PHASES (docs/telemetry.md maps them to verl's names). CUDA
-figures are absent on a CPU-only run. Every rank also appends its own figures to <log_dir>/memory/rank<R>.jsonl;
+CUDA figures are absent on a CPU-only run. Every rank also appends its own figures to <log_dir>/memory/rank<R>.jsonl;
 at the end rank 0 draws <log_dir>/memory/step_anatomy.png and logs it to W&B."""
 
 from __future__ import annotations
@@ -21,49 +22,18 @@ import json
 import math
 import os
 import socket
-import statistics
 import warnings
-from dataclasses import dataclass
 
 import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from omegaconf import DictConfig
 
-from nemo_ext import oom_snapshot
-from nemo_ext.memory import cuda_memory, module_footprint, process_peak_rss_bytes, process_rss_bytes
+from nemo_ext.telemetry import oom_snapshot
+from nemo_ext.telemetry.figures import phase_summary_lines, reduce_across_ranks
+from nemo_ext.telemetry.memory import cuda_memory, module_footprint, process_peak_rss_bytes, process_rss_bytes
 from nemo_ext.whisper_dtype import AUTO, to_torch_dtype
 
 GB = 1e9
-# The phases of one GRPO step, in order; `reward` is NeMo's reward arithmetic (it encloses the rollout phases).
-GRPO_PHASES = (
-    "generation",
-    "codec_decode",
-    "audio_io",
-    "asr",
-    "speaker_verification",
-    "reward",
-    "policy_forward",
-    "reference_forward",
-    "loss",
-    "backward",
-    "optimizer",
-    "other",
-)
-# The phases of one DataGen batch; `datagen` is the writing of the metrics files.
-DATAGEN_PHASES = ("generation", "codec_decode", "audio_io", "asr", "speaker_verification", "datagen", "other")
-
-
-def telemetry_callbacks(cfg: DictConfig) -> list[Callback]:
-    settings = cfg.get("telemetry") or {}
-    if not settings.get("enabled", True):
-        return []
-    return [
-        WhisperMemoryMonitor(
-            log_every_n_steps=int(settings.get("log_every_n_steps", 1)),
-            oom_snapshot=bool(settings.get("oom_snapshot", False)),
-        )
-    ]
 
 
 def expected_whisper_dtype(pl_module) -> torch.dtype | None:
@@ -74,7 +44,7 @@ def expected_whisper_dtype(pl_module) -> torch.dtype | None:
     return pl_module.whisper_dtype_at_load if settings.dtype == AUTO else to_torch_dtype(settings.dtype)
 
 
-class WhisperMemoryMonitor(Callback):
+class StepTelemetry(Callback):
     def __init__(self, log_every_n_steps: int = 1, oom_snapshot: bool = False):
         if log_every_n_steps < 1:
             raise ValueError(f"telemetry.log_every_n_steps must be >= 1, got {log_every_n_steps}")
@@ -156,19 +126,20 @@ class WhisperMemoryMonitor(Callback):
         pl_module.step_anatomy.start_step()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._end_step(trainer, pl_module, step=trainer.global_step, phases=GRPO_PHASES)
+        self._end_step(trainer, pl_module, step=trainer.global_step)
 
     def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         pl_module.step_anatomy.start_step()
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
-        self._end_step(trainer, pl_module, step=batch_idx + 1, phases=DATAGEN_PHASES)
+        self._end_step(trainer, pl_module, step=batch_idx + 1)
 
-    def _end_step(self, trainer, pl_module, step: int, phases: tuple[str, ...]):
-        step_figures = pl_module.step_anatomy.end_step()
+    def _end_step(self, trainer, pl_module, step: int):
+        anatomy = pl_module.step_anatomy
+        step_figures = anatomy.end_step()
         if step % self.log_every_n_steps:
             return
-        self.phases = phases
+        phases = self.phases = anatomy.phases
         figures = self._process_figures(pl_module.device)
         figures["time/step_s"] = step_figures.step_seconds or 0.0
         for phase in phases:
@@ -210,7 +181,7 @@ class WhisperMemoryMonitor(Callback):
         for line in phase_summary_lines(self.history, self.phases):
             rank_zero_info(line)
         if trainer.is_global_zero and self.history and self._rank_file:
-            from nemo_ext.anatomy_plot import draw_step_anatomy
+            from nemo_ext.telemetry.plot import draw_step_anatomy
 
             path = os.path.join(os.path.dirname(self._rank_file), "step_anatomy.png")
             draw_step_anatomy(self.history, self.phases, path, ranks)
@@ -281,59 +252,8 @@ class WhisperMemoryMonitor(Callback):
                     self._warned_logger_failure = True
 
 
-@dataclass(frozen=True)
-class PhaseFigures:
-    phase: str
-    median_s: float  # over the steps
-    share: float  # of the steps' time
-    peak_gb: float | None  # highest CUDA peak (None without a CUDA device)
-
-
-def phase_figures(history: list[dict[str, float]], phases: tuple[str, ...]) -> list[PhaseFigures]:
-    """Each phase over logged steps (rows of reduced figures, as logged): median seconds, share, highest peak."""
-    total = sum(row["time/step_s"] for row in history) or math.nan
-    figures = []
-    for phase in phases:
-        seconds = [row.get(f"time/{phase}_s", 0.0) for row in history]
-        peaks = [row.get(f"gpu/{phase}_peak_allocated_gb", math.nan) for row in history]
-        peaks = [peak for peak in peaks if not math.isnan(peak)]
-        figures.append(
-            PhaseFigures(phase, statistics.median(seconds), sum(seconds) / total, max(peaks) if peaks else None)
-        )
-    return figures
-
-
-def phase_summary_lines(history: list[dict[str, float]], phases: tuple[str, ...]) -> list[str]:
-    """One line per phase: median seconds over the logged steps, share of the steps' time, highest CUDA peak."""
-    if not history:
-        return []
-    return [
-        f"Step anatomy: {f.phase:<20} median {f.median_s:.4g} s, {f.share:6.1%} of step time"
-        + (f", peak {f.peak_gb:.4g} GB" if f.peak_gb is not None else "")
-        for f in phase_figures(history, phases)
-    ]
-
-
 def _log_image(logger, key: str, path: str) -> None:
     from lightning.pytorch.loggers import WandbLogger
 
     if isinstance(logger, WandbLogger):
         logger.log_image(key=key, images=[path])
-
-
-def reduce_across_ranks(trainer, figures: dict[str, float]) -> dict[str, float]:
-    """max (under the figure's own name), min and mean over the ranks that measured it.
-
-    Ranks may lack a figure (NaN is sent for it); the key set must be the same on every rank, which holds
-    because all ranks run the same code on the same kind of device."""
-    keys = sorted(figures)
-    local = torch.tensor([figures[k] for k in keys], dtype=torch.float64, device=trainer.strategy.root_device)
-    gathered = trainer.strategy.all_gather(local).reshape(-1, len(keys)).cpu()
-    reduced = {}
-    for column, key in enumerate(keys):
-        values = [v for v in gathered[:, column].tolist() if not math.isnan(v)]
-        if values:
-            reduced[key] = max(values)
-            reduced[f"{key}_min"] = min(values)
-            reduced[f"{key}_mean"] = sum(values) / len(values)
-    return reduced

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-OTHER = "other"
+from nemo_ext.telemetry.phases import OTHER
 
 
 @dataclass
@@ -37,7 +37,13 @@ class StepFigures:
 
 
 class StepAnatomy:
-    def __init__(self, device: torch.device | None = None):
+    """`phases`: the phases its model declares (telemetry/phases.py); timing another one is refused, so a phase can
+    never be timed and subtracted from `other` without being logged."""
+
+    def __init__(self, phases: tuple[str, ...], device: torch.device | None = None):
+        if OTHER not in phases:
+            raise ValueError(f"a step's phases end with {OTHER!r} (the rest of the step): {phases}")
+        self.phases = tuple(phases)
         self.enabled = False
         self.device = device
         self.current = StepFigures()
@@ -89,10 +95,16 @@ class StepAnatomy:
         finally:
             self.end(name)
 
+    def _declared(self, name: str) -> str:
+        if name not in self.phases or name == OTHER:
+            raise ValueError(f"phase {name!r} is not among the declared phases {self.phases[:-1]}")
+        return name
+
     def begin(self, name: str) -> None:
         """Open phase `name` (for phases that start and end in different hooks, such as the backward pass)."""
         if not self.enabled or self._step_start is None:
             return
+        self._declared(name)
         if self._cuda():  # the peak so far belongs to the step and to every enclosing phase; then count afresh
             self._credit_peak(torch.cuda.max_memory_allocated(self.device))
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -138,6 +150,7 @@ class StepAnatomy:
 
     def wrap(self, name: str, function):
         """`function`, run as phase `name`."""
+        self._declared(name)
 
         def timed(*args, **kwargs):
             with self.phase(name):

@@ -25,7 +25,7 @@ def draw_step_anatomy(history: list[dict[str, float]], phases: tuple[str, ...], 
     times.set_title(f"Time per phase ({ranks}, max over ranks)")
     times.legend(fontsize="small", ncol=2)
 
-    from nemo_ext.telemetry import phase_figures
+    from nemo_ext.telemetry.figures import phase_figures
 
     peaks = {f.phase: f.peak_gb for f in phase_figures(history, phases) if f.peak_gb is not None}
     if peaks:

@@ -24,8 +24,8 @@ def run_tiny_grpo(tiny_root: str, steps: int, callbacks: list, *overrides: str) 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from hydra import compose, initialize_config_dir
 
-    from nemo_ext.recipes.online_po import run_online_po
-    from nemo_ext.tiny_fixtures import build_tiny_fixtures
+    from nemo_ext.stages import ONLINE_PO
+    from nemo_ext_tools.tiny_fixtures import build_tiny_fixtures
 
     tiny = build_tiny_fixtures(tiny_root)
     with tempfile.TemporaryDirectory() as runs, initialize_config_dir(os.path.join(REPO, "conf"), version_base="1.3"):
@@ -33,7 +33,7 @@ def run_tiny_grpo(tiny_root: str, steps: int, callbacks: list, *overrides: str) 
             "online_po_tiny",
             [f"tiny_root={tiny.root}", f"exp_manager.exp_dir={runs}", f"trainer.max_steps={steps}", *overrides],
         )
-        run_online_po(cfg, callbacks=callbacks)
+        ONLINE_PO.run(cfg, callbacks=callbacks)
 
 
 def write_report(text: str, path: str) -> None:

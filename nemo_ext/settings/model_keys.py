@@ -1,16 +1,12 @@
-"""The top-level `model.*` keys NeMo 3.0.0's classes read (pinned from their source by nemo_ext/nemo_source_keys.py;
-tests/test_model_keys.py rescans the installed NeMo against these sets), plus this project's own keys. A key outside
-them is a typo that would be accepted silently: NVIDIA's published GRPO command sets `num_generations_per_item`,
-which nothing reads (NeMo reads `n_generations_per_item`)."""
+"""The top-level `model.*` keys NeMo 3.0.0's classes read, pinned from their source (nemo_ext_tools/nemo_source_keys.py;
+tests/test_model_keys.py rescans the installed NeMo against these sets), and the model families. Each Stage
+declares which set its NeMo class reads (nemo_ext/stages/). A key outside them is a typo that would be accepted
+silently: NVIDIA's published GRPO command sets `num_generations_per_item`, which nothing reads (NeMo reads
+`n_generations_per_item`)."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
-
-from omegaconf import DictConfig
-
-from nemo_ext.errors import ConfigError
 
 PO_MODULE = "nemo.collections.tts.models.magpietts_preference_optimization"
 BASE_MODULES = ("nemo.collections.tts.models.magpietts", "nemo.core.classes.modelPT")
@@ -314,91 +310,17 @@ EASY_GRPO_KEYS = frozenset(
     }
 )
 
-# Keys this project adds, per stage (README: the `model.whisper` block, the reward model paths, and the switches).
+# Keys this project adds to every model stage (README: the `model.whisper` block and the reward model paths).
 OUR_KEYS = frozenset({"whisper", "nemo_asr", "speaker_verification"})
-OUR_STAGE_KEYS = {
-    "online_po": frozenset({"reference_policy_mode", "rollout_audio_files"}),
-    "offline_po_datagen": frozenset({"datagen_seed"}),
-    "offline_po_dpo": frozenset(),
-    "easy_online_po": frozenset({"rollout_audio_files"}),
-}
-# Each stage's NeMo class and the keys it reads beyond its model family's (MAGPIETTS_KEYS or EASY_MAGPIETTS_KEYS).
-NEMO_STAGES = {
-    "online_po": ("MagpieTTSModelOnlinePO", GRPO_KEYS),
-    "offline_po_datagen": ("MagpieTTSModelOfflinePODataGen", DATAGEN_KEYS),
-    "offline_po_dpo": ("MagpieTTSModelOfflinePO", DPO_KEYS),
-    "easy_online_po": ("EasyMagpieTTSModelOnlinePO", EASY_GRPO_KEYS),
-}
 
 
 @dataclass(frozen=True)
 class ModelFamily:
     name: str  # the base class, for messages
-    keys: frozenset[str]
-    po_module: str
+    keys: frozenset[str]  # what the base classes read (the architecture's keys)
+    po_module: str  # NeMo's module holding the family's PO classes
     base_modules: tuple[str, ...]
 
 
 MAGPIETTS = ModelFamily("MagpieTTSModel", MAGPIETTS_KEYS, PO_MODULE, BASE_MODULES)
 EASY_MAGPIETTS = ModelFamily("EasyMagpieTTSModel", EASY_MAGPIETTS_KEYS, EASY_PO_MODULE, EASY_BASE_MODULES)
-STAGE_FAMILY = {stage: EASY_MAGPIETTS if stage.startswith("easy_") else MAGPIETTS for stage in NEMO_STAGES}
-
-# NeMo keys this project reads under another name: refused with the key to use instead.
-REPLACED_KEYS = {
-    "easy_online_po": {
-        "reward_asr_model_name": "model.nemo_asr.pretrained",
-        "speaker_verification_model_name": "model.speaker_verification.pretrained",
-    },
-}
-
-
-# Stage YAML defaults that are not NeMo 3.0.0's code defaults, each on purpose (README, "Defaults that are not
-# NeMo's"). tests/test_model_keys.py finds every such difference in NeMo's source and requires it listed here.
-DELIBERATE_DEFAULTS = {
-    ("online_po", "reward_asr_model"): (
-        "whisper (NeMo: nemo). The CER reward for every language MagpieTTS speaks, in the dtype `whisper.dtype` "
-        "sets; NeMo's default is an English-only CTC model (parakeet-ctc-0.6b)"
-    ),
-    ("online_po", "inference_cfg_scale"): (
-        "2.5 (NeMo's GRPO: 1.0). Only used when inference_cfg_prob > 0, and at 1.0 CFG changes nothing; 2.5 is "
-        "MagpieTTS's own inference default (ModelInferenceParameters.cfg_scale)"
-    ),
-    ("online_po", "grpo_beta"): (
-        "0.01 (NeMo: no default, a missing key fails at the first step). The weight of the KL term"
-    ),
-    ("offline_po_datagen", "use_kv_cache_for_inference"): (
-        "true (NeMo: false). DataGen only generates: the KV cache decodes each step incrementally instead of "
-        "re-running the whole prefix"
-    ),
-    ("easy_online_po", "reward_asr_model"): (
-        "whisper (NeMo: nemo). As for MagpieTTS: the CER reward for every language, in `whisper.dtype`"
-    ),
-    ("easy_online_po", "grpo_beta"): (
-        "0.01 (NeMo's EasyMagpieTTS GRPO: 0.0, which loads the reference policy and then gives its KL no weight). "
-        "The same KL weight as this project's MagpieTTS GRPO; reference_free: true drops the reference instead"
-    ),
-    ("offline_po_datagen", "load_whisper_model"): (
-        "null (NeMo: false): Whisper is loaded exactly when the language is scored with it (not English); "
-        "false with a non-English language is refused"
-    ),
-}
-
-
-def check_model_keys(model: DictConfig, stage: str) -> None:
-    """Refuse a `model.*` key that neither the stage's NeMo class, its model family nor this project reads."""
-    nemo_class, nemo_keys = NEMO_STAGES[stage]
-    family = STAGE_FAMILY[stage]
-    replaced = REPLACED_KEYS.get(stage, {})
-    allowed = (family.keys | nemo_keys | OUR_KEYS | OUR_STAGE_KEYS[stage]) - set(replaced)
-    for key in model.keys():
-        if key in allowed:
-            continue
-        if key in replaced:
-            raise ConfigError(f"model.{key}", model.get(key), f"unset: this recipe reads it as {replaced[key]}")
-        close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
-        hint = f"; did you mean `{close[0]}`?" if close else ""
-        raise ConfigError(
-            f"model.{key}",
-            model.get(key),
-            f"a key that {nemo_class}, {family.name} or this recipe reads (no code reads `{key}`){hint}",
-        )

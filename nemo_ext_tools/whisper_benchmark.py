@@ -80,12 +80,12 @@ def sdpa_backend_from_kernels(kernel_names: list[str]) -> str:
 def measure_dtype(spec: BenchmarkSpec, dtype: str) -> dict:
     import torch
 
-    from nemo_ext.config import WhisperSettings
-    from nemo_ext.memory import module_footprint, process_peak_rss_bytes
+    from nemo_ext.settings.whisper import WhisperSettings
+    from nemo_ext.telemetry.memory import module_footprint, process_peak_rss_bytes
     from nemo_ext.whisper_asr import load_whisper, transcribe_with_whisper
 
     cuda = spec.device == "cuda"
-    settings = WhisperSettings.from_config(
+    settings = WhisperSettings.parse(
         {"pretrained": spec.pretrained, "dtype": dtype, "attn_implementation": spec.attn_implementation}
     )
     processor, model = load_whisper(settings)

@@ -1,0 +1,237 @@
+"""GRPO's typed settings (both model families), read from the `model` node with NeMo's code defaults for absent
+keys, and the ranges whose bad values silently change the experiment or fail only at the first step."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nemo_ext.errors import ConfigError
+from nemo_ext.grpo.losses import EASY_MAGPIETTS, LOSS_TYPES, MAGPIETTS
+from nemo_ext.grpo.reward_terms import RewardTerm, reward_terms
+from nemo_ext.settings import rules
+from nemo_ext.settings.reward_models import DEFAULT_NEMO_ASR, DEFAULT_SPEAKER_VERIFICATION, NemoModelSettings
+from nemo_ext.settings.whisper import WhisperSettings
+
+REWARD_ASR_MODELS = ("nemo", "whisper")
+# How the frozen reference policy runs its forward in a MagpieTTS GRPO step (nemo_ext/models/online_po.py):
+# matched (ours): train mode, replaying the policy forward's random draws; eval: no dropout, never drops the
+# context; train: NeMo 3.0.0 (train mode, its own random draws).
+REFERENCE_POLICY_MODES = ("matched", "eval", "train")
+PHONEME_SAMPLING_METHODS = ("argmax", "multinomial")
+
+# Keys both families read, with NeMo 3.0.0's code defaults (tests/test_settings.py compares them with NeMo's source).
+COMMON_RULES = {
+    "n_generations_per_item": rules.integer(
+        6, minimum=2, why="a group of one rollout has no reward spread: every advantage is 0 and nothing is learned"
+    ),
+    "reference_free": rules.boolean(False),
+    "scale_rewards": rules.boolean(True),
+    "inference_temperature": rules.number(0.7, above=0.0, why="the sampling temperature of the rollouts"),
+    "inference_topk": rules.integer(80, minimum=1),
+    "inference_cfg_prob": rules.number(0.0, minimum=0.0, maximum=1.0, why="a probability"),
+    "inference_cfg_scale": rules.number(1.0, above=0.0),
+    "use_local_transformer_prob": rules.number(0.0, minimum=0.0, maximum=1.0, why="a probability"),
+    "rollout_audio_files": rules.boolean(False),
+    "reward_asr_model": rules.choice("nemo", REWARD_ASR_MODELS),
+    "normalize_whisper_transcript": rules.boolean(True),
+    "mean_cer_dataset": rules.number(
+        0.1, above=0.0, below=1.0, why="NeMo's CER reward divides by it and by 1 minus it"
+    ),
+    "mean_ssim_dataset": rules.number(0.6, above=0.0, maximum=1.0, why="NeMo's similarity reward divides by it"),
+    "best_ssim_achievable": rules.number(0.9, above=0.0, maximum=1.0),
+    "best_cer_threshold": rules.number(
+        1.0, minimum=0.0, maximum=1.0, why="a group whose best CER is above it is left out of the loss"
+    ),
+    "worst_cer_threshold": rules.number(
+        1.0, minimum=0.0, maximum=1.0, why="a group whose worst CER is above it is left out of the loss"
+    ),
+}
+MAGPIETTS_RULES = {
+    **COMMON_RULES,
+    "grpo_beta": rules.number(
+        None, minimum=0.0, why="the KL weight; NeMo has no default and fails at step 1 without one"
+    ),
+    "max_decoder_steps": rules.integer(430, minimum=1, why="the longest rollout, in decoder steps"),
+    "reference_policy_mode": rules.choice("matched", REFERENCE_POLICY_MODES),
+    "use_kv_cache_during_online_po": rules.boolean(False),
+    "load_whisper_model": rules.boolean(False),
+    "use_pesq": rules.boolean(False),
+}
+EASY_RULES = {
+    **COMMON_RULES,
+    "grpo_beta": rules.number(0.0, minimum=0.0, why="the KL weight"),
+    "max_decoder_steps": rules.integer(220, minimum=1, why="the longest rollout, in decoder steps"),
+    "use_utmos": rules.boolean(False),
+    "entropy_coeff": rules.number(0.0, minimum=0.0),
+    "max_grad_norm": rules.number(0.0, minimum=0.0, why="0 turns clipping off"),
+    "po_groups_per_subbatch": rules.integer(1, minimum=1),
+    "batch_size_for_chunked_tf": rules.integer(4, minimum=1, none=True),
+    "aux_phoneme_loss_weight": rules.number(1.0, minimum=0.0),
+    "gt_phoneme_input_prob": rules.number(0.0, minimum=0.0, maximum=1.0, why="a probability"),
+    "inference_phoneme_sampling_method": rules.choice("argmax", PHONEME_SAMPLING_METHODS),
+    "min_valid_codes_len": rules.integer(4, minimum=0),
+    "max_valid_codes_len": rules.integer(None, minimum=1, none=True),
+    "mean_utmos_dataset": rules.number(3.5, above=1.0, maximum=5.0, why="on UTMOS's 1-5 scale, above 1"),
+    "best_utmos_achievable": rules.number(4.5, minimum=1.0, maximum=5.0, why="on UTMOS's 1-5 scale"),
+}
+FAMILY_RULES = {MAGPIETTS: MAGPIETTS_RULES, EASY_MAGPIETTS: EASY_RULES}
+# The package each optional reward model needs (NeMo's HAVE_TORCHAUDIO / HAVE_UTMOSV2, asked without importing NeMo).
+SWITCH_NEEDS = {"use_pesq": "torchaudio", "use_utmos": "utmosv2"}
+
+
+@dataclass(frozen=True)
+class RewardSettings:
+    reward_asr_model: str
+    whisper: WhisperSettings
+    nemo_asr: NemoModelSettings
+    speaker_verification: NemoModelSettings
+    load_whisper_model: bool
+    normalize_whisper_transcript: bool
+    weights: Mapping[str, float]  # reward term -> weight (every registered term of the family)
+    mean_cer_dataset: float
+    mean_ssim_dataset: float
+    best_ssim_achievable: float
+    best_cer_threshold: float
+    worst_cer_threshold: float
+
+    @property
+    def loads_whisper(self) -> bool:
+        return self.reward_asr_model == "whisper" or self.load_whisper_model
+
+
+@dataclass(frozen=True)
+class GRPOSettings:
+    family: str
+    n_generations_per_item: int
+    grpo_beta: float
+    loss_type: str
+    scale_rewards: bool
+    reference_free: bool
+    max_decoder_steps: int
+    inference_temperature: float
+    inference_topk: int
+    inference_cfg_prob: float
+    inference_cfg_scale: float
+    use_local_transformer_prob: float
+    rollout_audio_files: bool
+    rewards: RewardSettings
+    switches: Mapping[str, bool]  # use_pesq / use_utmos
+    reference_policy_mode: str = "eval"  # MagpieTTS: matched | eval | train; EasyMagpieTTS's reference runs in eval
+    use_kv_cache_during_online_po: bool = False
+    easy: Mapping[str, object] | None = None  # EasyMagpieTTS's further keys (entropy_coeff, max_grad_norm, ...)
+
+    def reward_terms(self) -> tuple[RewardTerm, ...]:
+        return reward_terms(self.family)
+
+    def active_reward_terms(self) -> tuple[RewardTerm, ...]:
+        """Terms that contribute: a weight > 0 and, where a term needs a switch, the switch on."""
+        return tuple(
+            term
+            for term in self.reward_terms()
+            if self.rewards.weights[term.name] > 0 and (term.enabled_by is None or self.switches[term.enabled_by])
+        )
+
+    @classmethod
+    def parse(cls, node: Mapping, family: str) -> GRPOSettings:
+        """From a `model` node (the recipe's, or the config a model is built from in code)."""
+        family_rules = FAMILY_RULES[family]
+
+        def read(name):
+            return family_rules[name].read(node, name)
+
+        loss_type = rules.choice("grpo", LOSS_TYPES).read(node, "loss_type")
+        terms = reward_terms(family)
+        weights = {
+            term.name: rules.number(term.default_weight, minimum=0.0).read(node, term.weight_key) for term in terms
+        }
+        switches = {name: read(name) for name in SWITCH_NEEDS if name in family_rules}
+        for switch, on in switches.items():
+            if on and importlib.util.find_spec(SWITCH_NEEDS[switch]) is None:
+                what = "PESQ" if switch == "use_pesq" else "UTMOSv2"
+                raise ConfigError(
+                    f"model.{switch}",
+                    True,
+                    f"false (the {what} reward needs {SWITCH_NEEDS[switch]}, not installed here)",
+                )
+        for term in terms:
+            if term.enabled_by and weights[term.name] > 0 and not switches.get(term.enabled_by, False):
+                raise ConfigError(
+                    f"model.{term.weight_key}",
+                    weights[term.name],
+                    f"0 unless model.{term.enabled_by}=true (without it the {term.name} reward is never computed)",
+                )
+        effective = [
+            w
+            for t, w in ((t, weights[t.name]) for t in terms)
+            if w > 0 and (not t.enabled_by or switches[t.enabled_by])
+        ]
+        if not effective:
+            keys = ", ".join(f"model.{t.weight_key}" for t in terms)
+            raise ConfigError(
+                f"model.{terms[0].weight_key}",
+                weights[terms[0].name],
+                f"a weight > 0 on at least one of {keys} (all are 0: every reward is equal)",
+            )
+        reward_asr = read("reward_asr_model")
+        mean_ssim, best_ssim = read("mean_ssim_dataset"), read("best_ssim_achievable")
+        if best_ssim <= mean_ssim:
+            raise ConfigError(
+                "model.best_ssim_achievable",
+                best_ssim,
+                f"a number > model.mean_ssim_dataset ({mean_ssim:g}): NeMo's similarity reward divides by their gap",
+            )
+        rewards = RewardSettings(
+            reward_asr_model=reward_asr,
+            whisper=WhisperSettings.parse(node.get("whisper")),
+            nemo_asr=NemoModelSettings.parse(node.get("nemo_asr"), "model.nemo_asr", DEFAULT_NEMO_ASR),
+            speaker_verification=NemoModelSettings.parse(
+                node.get("speaker_verification"), "model.speaker_verification", DEFAULT_SPEAKER_VERIFICATION
+            ),
+            load_whisper_model=read("load_whisper_model") if "load_whisper_model" in family_rules else False,
+            normalize_whisper_transcript=read("normalize_whisper_transcript"),
+            weights=weights,
+            mean_cer_dataset=read("mean_cer_dataset"),
+            mean_ssim_dataset=mean_ssim,
+            best_ssim_achievable=best_ssim,
+            best_cer_threshold=read("best_cer_threshold"),
+            worst_cer_threshold=read("worst_cer_threshold"),
+        )
+        grpo_beta = read("grpo_beta")
+        if grpo_beta is None:
+            raise ConfigError("model.grpo_beta", None, "a number >= 0 (the KL weight; NeMo has no default)")
+        settings = dict(
+            family=family,
+            n_generations_per_item=read("n_generations_per_item"),
+            grpo_beta=grpo_beta,
+            loss_type=loss_type,
+            scale_rewards=read("scale_rewards"),
+            reference_free=read("reference_free"),
+            max_decoder_steps=read("max_decoder_steps"),
+            inference_temperature=read("inference_temperature"),
+            inference_topk=read("inference_topk"),
+            inference_cfg_prob=read("inference_cfg_prob"),
+            inference_cfg_scale=read("inference_cfg_scale"),
+            use_local_transformer_prob=read("use_local_transformer_prob"),
+            rollout_audio_files=read("rollout_audio_files"),
+            rewards=rewards,
+            switches=switches,
+        )
+        if family == MAGPIETTS:
+            settings.update(
+                reference_policy_mode=read("reference_policy_mode"),
+                use_kv_cache_during_online_po=read("use_kv_cache_during_online_po"),
+            )
+        else:
+            extra = {name: read(name) for name in EASY_RULES if name not in COMMON_RULES and name not in settings}
+            extra.pop("grpo_beta", None)
+            extra.pop("max_decoder_steps", None)
+            extra.pop("use_utmos", None)
+            low, high = extra["min_valid_codes_len"], extra["max_valid_codes_len"]
+            if high is not None and high <= low:
+                raise ConfigError(
+                    "model.max_valid_codes_len", high, f"null or an integer > model.min_valid_codes_len ({low})"
+                )
+            settings["easy"] = extra
+        return cls(**settings)

@@ -1,0 +1,34 @@
+"""Online PO (GRPO) of MagpieTTS: `trainer.fit` of MagpieTTSOnlinePO."""
+
+from nemo_ext.grpo.losses import MAGPIETTS as MAGPIETTS_FAMILY
+from nemo_ext.settings.grpo import GRPOSettings
+from nemo_ext.settings.model_keys import GRPO_KEYS, MAGPIETTS
+from nemo_ext.stages.stage import MAGPIETTS_DATASET, TRAINING_MANIFESTS, TRAINING_PATHS, Loop, Stage
+
+ONLINE_PO = Stage(
+    name="online_po",
+    summary="GRPO of MagpieTTS: rollouts scored by Whisper / NeMo ASR and a speaker model",
+    loop=Loop.FIT,
+    parse_algorithm=lambda model: GRPOSettings.parse(model, MAGPIETTS_FAMILY),
+    family=MAGPIETTS,
+    nemo_class="MagpieTTSModelOnlinePO",
+    nemo_keys=GRPO_KEYS,
+    our_keys=frozenset({"reference_policy_mode", "rollout_audio_files"}),
+    deliberate_defaults={
+        "reward_asr_model": (
+            "whisper (NeMo: nemo). The CER reward for every language MagpieTTS speaks, in the dtype `whisper.dtype` "
+            "sets; NeMo's default is an English-only CTC model (parakeet-ctc-0.6b)"
+        ),
+        "inference_cfg_scale": (
+            "2.5 (NeMo's GRPO: 1.0). Only used when inference_cfg_prob > 0, and at 1.0 CFG changes nothing; 2.5 is "
+            "MagpieTTS's own inference default (ModelInferenceParameters.cfg_scale)"
+        ),
+        "grpo_beta": "0.01 (NeMo: no default, a missing key fails at the first step). The weight of the KL term",
+    },
+    model_class="nemo_ext.models.online_po:MagpieTTSOnlinePO",
+    dataset=MAGPIETTS_DATASET,
+    data_keys=("train_manifest", "val_manifest"),
+    required_paths=TRAINING_PATHS,
+    manifests=TRAINING_MANIFESTS,
+    reference_policy=True,
+)

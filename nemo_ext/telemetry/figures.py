@@ -1,0 +1,61 @@
+"""Per-phase figures over a run's logged steps (median seconds, share of step time, highest CUDA peak) for the
+console summary, the picture and the GPU report, and the reduction of a step's figures across ranks."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class PhaseFigures:
+    phase: str
+    median_s: float  # over the steps
+    share: float  # of the steps' time
+    peak_gb: float | None  # highest CUDA peak (None without a CUDA device)
+
+
+def phase_figures(history: list[dict[str, float]], phases: tuple[str, ...]) -> list[PhaseFigures]:
+    """Each phase over logged steps (rows of reduced figures, as logged): median seconds, share, highest peak."""
+    total = sum(row["time/step_s"] for row in history) or math.nan
+    figures = []
+    for phase in phases:
+        seconds = [row.get(f"time/{phase}_s", 0.0) for row in history]
+        peaks = [row.get(f"gpu/{phase}_peak_allocated_gb", math.nan) for row in history]
+        peaks = [peak for peak in peaks if not math.isnan(peak)]
+        figures.append(
+            PhaseFigures(phase, statistics.median(seconds), sum(seconds) / total, max(peaks) if peaks else None)
+        )
+    return figures
+
+
+def phase_summary_lines(history: list[dict[str, float]], phases: tuple[str, ...]) -> list[str]:
+    """One line per phase: median seconds over the logged steps, share of the steps' time, highest CUDA peak."""
+    if not history:
+        return []
+    return [
+        f"Step anatomy: {f.phase:<20} median {f.median_s:.4g} s, {f.share:6.1%} of step time"
+        + (f", peak {f.peak_gb:.4g} GB" if f.peak_gb is not None else "")
+        for f in phase_figures(history, phases)
+    ]
+
+
+def reduce_across_ranks(trainer, figures: dict[str, float]) -> dict[str, float]:
+    """max (under the figure's own name), min and mean over the ranks that measured it.
+
+    Ranks may lack a figure (NaN is sent for it); the key set must be the same on every rank, which holds
+    because all ranks run the same code on the same kind of device."""
+    keys = sorted(figures)
+    local = torch.tensor([figures[k] for k in keys], dtype=torch.float64, device=trainer.strategy.root_device)
+    gathered = trainer.strategy.all_gather(local).reshape(-1, len(keys)).cpu()
+    reduced = {}
+    for column, key in enumerate(keys):
+        values = [v for v in gathered[:, column].tolist() if not math.isnan(v)]
+        if values:
+            reduced[key] = max(values)
+            reduced[f"{key}_min"] = min(values)
+            reduced[f"{key}_mean"] = sum(values) / len(values)
+    return reduced
