@@ -245,7 +245,9 @@ def test_a_nemo_grpo_checkpoint_starts_a_run_here_but_does_not_continue_one(tiny
     assert "\n" not in str(refused.value)
 
     run = ONLINE_PO.run(
-        tiny_config("online_po_tiny", "model.reward_asr_model=nemo", f"init_from_ptl_ckpt={checkpoint}")
+        tiny_config(
+            "online_po_tiny", "model.reward_asr_model=nemo", "trainer.max_steps=2", f"init_from_ptl_ckpt={checkpoint}"
+        )
     )
     assert run.trainer.global_step == 2
 

@@ -184,7 +184,7 @@ def test_a_rerun_gets_its_own_folder_and_resuming_is_explicit_and_checked(tiny_c
 
     with pytest.raises(ConfigError, match=r"this one finished \(at step 5\)\. Raise trainer\.max_steps above 5"):
         ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.max_steps=5", f"resume={first_folder}"))
-    with pytest.raises(ConfigError, match=r"changed: model\.optim\.lr: 0\.0001 -> 0\.0002"):
+    with pytest.raises(ConfigError, match=r"changed: model\.optim\.lr: 0\.003 -> 0\.0002"):
         ONLINE_PO.run(
             tiny_config("online_po_tiny", "trainer.max_steps=8", "model.optim.lr=2e-4", f"resume={first_folder}")
         )

@@ -76,7 +76,9 @@ def test_topology_typed_twice_is_refused_before_queueing(slurm, tmp_path, tiny):
 
 
 def test_grpo_job_runs_two_ranks(slurm, tmp_path, tiny):
-    result = submit(slurm, tmp_path, "online_po", *tiny_args("online_po", tiny), "+whisper.dtype=fp32")
+    result = submit(
+        slurm, tmp_path, "online_po", *tiny_args("online_po", tiny), "+whisper.dtype=fp32", "trainer.max_steps=2"
+    )
     job = job_id(result)
     output = (tmp_path / f"job-{job}.out").read_text()
     assert result.returncode == 0, output[-4000:]

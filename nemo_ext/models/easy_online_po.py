@@ -22,6 +22,7 @@ from nemo.collections.tts.models.easy_magpietts_preference_optimization import E
 from omegaconf import DictConfig, open_dict
 
 from nemo_ext.grpo.losses import EASY_MAGPIETTS
+from nemo_ext.models.learning_health import GRPOLearningHealth
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin, frozen_reference_policy
 from nemo_ext.rollout_audio import InMemoryClips, rollouts_in_memory
 from nemo_ext.settings.fields import plain
@@ -56,7 +57,7 @@ def _validation_models_not_loaded(cfg: DictConfig):
                 del cfg["run_val_inference"]
 
 
-class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
+class EasyMagpieTTSOnlinePO(GRPOLearningHealth, RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
     step_phases = phases.GRPO_PHASES
     frozen_submodule_names = EASY_FROZEN_SUBMODULES
     nemo_asr_attribute = "_eval_asr_model"
@@ -115,7 +116,9 @@ class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
         return frozen_reference_policy(EasyMagpieTTSModel, cfg, run_val_inference=False, use_utmos=False)
 
     # ---- the step's phases, timed around the methods NeMo's step calls ----
-    def generate_and_reward(self, *args, **kwargs):
+    def generate_and_reward(
+        self, batch, num_generations_per_item, mode="train", use_local_transformer_for_inference=False
+    ):
         # `reward` holds the whole rollout; its own seconds are NeMo's reward arithmetic.
         clips = self._rollout_clips
         with (
@@ -124,7 +127,24 @@ class EasyMagpieTTSOnlinePO(RewardModelsMixin, EasyMagpieTTSModelOnlinePO):
             if clips is not None
             else contextlib.nullcontext(),
         ):
-            return super().generate_and_reward(*args, **kwargs)
+            output = super().generate_and_reward(
+                batch,
+                num_generations_per_item,
+                mode=mode,
+                use_local_transformer_for_inference=use_local_transformer_for_inference,
+            )
+        self._record_rollouts(output, num_generations_per_item, mode)
+        return output
+
+    def rollout_clipped_at(self) -> int:
+        # NeMo's own "too long" rule for this family (a rollout at or past it gets its group's minimum reward).
+        longest = self.settings.easy["max_valid_codes_len"]
+        return longest if longest is not None else self.max_decoder_steps * self.frame_stacking_factor - 1
+
+    def _run_teacher_forced_chunked_po(self, *args, **kwargs):
+        output = super()._run_teacher_forced_chunked_po(*args, **kwargs)
+        self._record_learning({"learning/kl": float(output["kl_loss"]), "learning/entropy": float(output["entropy"])})
+        return output
 
     def _save_waveforms_to_paths(self, *args, **kwargs):
         with self.step_anatomy.phase(phases.AUDIO_IO):

@@ -9,6 +9,7 @@ from nemo.collections.tts.models import magpietts_preference_optimization as ups
 from omegaconf import DictConfig
 
 from nemo_ext.grpo.losses import MAGPIETTS
+from nemo_ext.models.learning_health import GRPOLearningHealth
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin, frozen_reference_policy
 from nemo_ext.random_state import RandomState
 from nemo_ext.rollout_audio import InMemoryClips, rollouts_in_memory
@@ -16,6 +17,7 @@ from nemo_ext.settings.fields import plain
 from nemo_ext.settings.grpo import GRPOSettings
 from nemo_ext.telemetry import phases
 from nemo_ext.telemetry.anatomy import StepAnatomy
+from nemo_ext.telemetry.learning import policy_entropy
 from nemo_ext.upstream_phases import upstream_reward_phases_timed
 from nemo_ext.whisper_asr import upstream_uses_working_transcription
 
@@ -48,7 +50,7 @@ class ReferencePolicy(MagpieTTSModel):
             self.replay = None
 
 
-class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
+class MagpieTTSOnlinePO(GRPOLearningHealth, RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
     """NeMo's `MagpieTTSModelOnlinePO` with Whisper loaded from `model.whisper` (checkpoint and dtype) and the NeMo
     reward models from `model.nemo_asr` / `model.speaker_verification` (hub name or local `.nemo`)."""
 
@@ -116,6 +118,20 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
             self._reference_model.replay = RandomState.capture()
         with self.step_anatomy.phase(phases.POLICY_FORWARD):
             output = super().process_batch(batch)
+            if self._learning_step is not None:
+                # The decoder's codebook distributions (NeMo's loss reads `logits` unless a local-transformer
+                # rollout was drawn, use_local_transformer_prob, default 0).
+                self._record_learning(
+                    {
+                        "learning/entropy": policy_entropy(
+                            output["logits"],
+                            output["loss_mask"],
+                            self.num_audio_codebooks,
+                            self.num_all_tokens_per_codebook,
+                            self.frame_stacking_factor,
+                        )
+                    }
+                )
         if self.reference_free:
             self.step_anatomy.begin(phases.LOSS)  # ends where the backward begins (RewardModelsMixin)
         return output
@@ -136,9 +152,16 @@ class MagpieTTSOnlinePO(RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
             upstream_uses_working_transcription(self.whisper_batch_size, anatomy, open_audio),
             upstream_reward_phases_timed(anatomy, audio_files=not in_memory),
         ):
-            return super().generate_and_reward(
+            output = super().generate_and_reward(
                 batch,
                 num_generations_per_item,
                 mode=mode,
                 use_local_transformer_for_inference=use_local_transformer_for_inference,
             )
+        self._record_rollouts(output, num_generations_per_item, mode)
+        return output
+
+    def process_batch_online_po(self, batch, n_generations_per_item, mode="train"):
+        output = super().process_batch_online_po(batch, n_generations_per_item, mode=mode)
+        self._record_learning({"learning/kl": float(output["kl_loss"])})
+        return output

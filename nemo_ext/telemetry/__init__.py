@@ -9,10 +9,22 @@ for GRPO and DPO, learning health.
 
 
 def telemetry_callbacks(settings) -> list:
-    """The telemetry callback for a stage's settings (none when the stage has no telemetry block or it is off)."""
+    """The telemetry callbacks for a stage's settings: StepTelemetry (unless the stage has no telemetry block or it
+    is off), and for GRPO the learning watch: the "no learning signal" warning and the reward summary (always: it
+    costs nothing)."""
     telemetry = settings.telemetry
-    if telemetry is None or not telemetry.enabled:
+    if telemetry is None:
         return []
-    from nemo_ext.telemetry.callback import StepTelemetry
+    callbacks = []
+    if telemetry.enabled:
+        from nemo_ext.telemetry.callback import StepTelemetry
 
-    return [StepTelemetry(log_every_n_steps=telemetry.log_every_n_steps, oom_snapshot=telemetry.oom_snapshot)]
+        callbacks.append(
+            StepTelemetry(log_every_n_steps=telemetry.log_every_n_steps, oom_snapshot=telemetry.oom_snapshot)
+        )
+    group_size = getattr(settings.algorithm, "n_generations_per_item", None)
+    if group_size is not None:
+        from nemo_ext.telemetry.learning_callback import LearningWatch
+
+        callbacks.append(LearningWatch(telemetry.no_signal_warning_steps, group_size))
+    return callbacks

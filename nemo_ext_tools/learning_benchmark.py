@@ -1,0 +1,141 @@
+"""Learning curves of the tiny stages: each experiment (a stage and its overrides) runs for a few seeds in this
+process, and its per-step figures are read back from the offline W&B run, as a user would see them."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import statistics
+import tempfile
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Experiment:
+    label: str
+    stage: str  # nemo_ext.stages name
+    overrides: tuple[str, ...] = ()
+    metric: str = "learning/reward_mean"  # what "learning" means for it
+    extra_series: tuple[str, ...] = ()
+    # A control: NeMo's advantages changed on the way out of its reward step ("flip": sign; "zero": all 0).
+    advantages: str | None = None
+
+
+@dataclass
+class Curve:
+    experiment: Experiment
+    seed: int
+    series: dict[str, list[float]] = field(default_factory=dict)
+    step_seconds: list[float] = field(default_factory=list)  # wall seconds of each step (telemetry's time/step_s)
+    rollout_seconds: list[float] = field(default_factory=list)  # each step's generation + reward phases
+
+    def values(self, metric: str | None = None) -> list[float]:
+        return self.series[metric or self.experiment.metric]
+
+
+@contextlib.contextmanager
+def advantages_changed(change: str | None):
+    """While active, NeMo's MagpieTTS reward step returns its advantages negated ("flip") or zeroed ("zero")."""
+    if change is None:
+        yield
+        return
+    from nemo.collections.tts.models import magpietts_preference_optimization as upstream
+
+    original = upstream.MagpieTTSModelOnlinePO.generate_and_reward
+
+    def changed(self, *args, **kwargs):
+        output = original(self, *args, **kwargs)
+        output["advantages"] = -output["advantages"] if change == "flip" else output["advantages"] * 0
+        return output
+
+    upstream.MagpieTTSModelOnlinePO.generate_and_reward = changed
+    try:
+        yield
+    finally:
+        upstream.MagpieTTSModelOnlinePO.generate_and_reward = original
+
+
+ROLLOUT_PHASES = ("generation", "codec_decode", "audio_io", "asr", "speaker_verification", "reward")
+
+
+def run_experiment(experiment: Experiment, seed: int, steps: int, tiny_root: str) -> Curve:
+    from hydra import compose, initialize_config_dir
+
+    from nemo_ext.stages import STAGES
+    from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
+
+    conf = os.path.join(os.path.dirname(__file__), "..", "conf")
+    with tempfile.TemporaryDirectory() as work:
+        overrides = [
+            f"tiny_root={tiny_root}",
+            f"exp_manager.exp_dir={work}",
+            f"seed={seed}",
+            f"trainer.max_steps={steps}",
+            *experiment.overrides,
+        ]
+        if experiment.stage == "offline_po_dpo":
+            overrides.append("trainer.max_epochs=null")
+        with initialize_config_dir(config_dir=os.path.abspath(conf), version_base="1.3"):
+            cfg = compose(f"{experiment.stage}_tiny", overrides)
+        with advantages_changed(experiment.advantages):
+            STAGES[experiment.stage].run(cfg)
+        [run_file] = find_offline_runs(work)
+        run = read_offline_run(run_file)
+    curve = Curve(experiment, seed)
+    for key in (experiment.metric, *experiment.extra_series):
+        curve.series[key] = run.series(key)
+    rows = [row for row in run.history if "time/step_s" in row]
+    curve.step_seconds = [row["time/step_s"] for row in rows]
+    curve.rollout_seconds = [sum(row.get(f"time/{phase}_s", 0.0) for phase in ROLLOUT_PHASES) for row in rows]
+    return curve
+
+
+def window_means(values: list[float], window: int) -> tuple[float, float]:
+    return statistics.mean(values[:window]), statistics.mean(values[-window:])
+
+
+def summary_rows(curves: list[Curve], window: int, metrics: dict[str, tuple[str, ...]] | None = None) -> list[str]:
+    """One markdown row per experiment and figure: first and last window (mean over seeds), the rise per seed.
+    `metrics`: label -> the figures to summarize (default: the experiment's own)."""
+    rows = []
+    for experiment in dict.fromkeys(c.experiment for c in curves):
+        mine = [c for c in curves if c.experiment == experiment]
+        for metric in (metrics or {}).get(experiment.label, (experiment.metric,)):
+            firsts, lasts = zip(*(window_means(c.values(metric), window) for c in mine))
+            rises = [last - first for first, last in zip(firsts, lasts)]
+            spread = statistics.pstdev(rises) if len(rises) > 1 else math.nan
+            first, last = statistics.mean(firsts), statistics.mean(lasts)
+            rows.append(
+                f"| {experiment.label} | `{metric}` | {first:.3f} | {last:.3f} "
+                f"| {statistics.mean(rises):+.3f} ± {spread:.3f} | {', '.join(f'{r:+.3f}' for r in rises)} |"
+            )
+    return rows
+
+
+def draw(curves: list[Curve], path: str, smooth: int = 5, metrics: dict[str, tuple[str, ...]] | None = None) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        (experiment, metric)
+        for experiment in dict.fromkeys(c.experiment for c in curves)
+        for metric in (metrics or {}).get(experiment.label, (experiment.metric,))
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), squeeze=False)
+    for axis, (experiment, metric) in zip(axes[0], panels):
+        for curve in (c for c in curves if c.experiment == experiment):
+            values = curve.values(metric)
+            smoothed = [statistics.mean(values[max(0, i - smooth + 1) : i + 1]) for i in range(len(values))]
+            line = axis.plot(range(1, len(values) + 1), smoothed, label=f"seed {curve.seed}")[0]
+            axis.plot(range(1, len(values) + 1), values, alpha=0.25, color=line.get_color())
+        axis.set_title(experiment.label, fontsize="medium")
+        axis.set_xlabel("optimizer step")
+        axis.set_ylabel(f"{metric} ({smooth}-step mean; raw faint)", fontsize="small")
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path

@@ -1,0 +1,96 @@
+"""Learning curves of the embedded tiny default: GRPO of MagpieTTS and of EasyMagpieTTS (mean reward per step),
+and DPO on the tiny pairs (implicit-reward accuracy and margin), 3 seeds each, figures read back from the offline
+W&B runs. Writes benchmarks/learning.md and benchmarks/learning.png.
+
+    python scripts/benchmark_learning.py [--steps 40] [--dpo-steps 30] [--seeds 1,2,3,1234] [--tiny-root .tiny]
+
+With the learning test's controls: the MagpieTTS run with NeMo's advantages negated, and zeroed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, REPO)
+
+from nemo_ext_tools.learning_benchmark import Experiment, draw, run_experiment, summary_rows, window_means  # noqa: E402
+
+GRPO = [
+    Experiment("MagpieTTS GRPO (online_po_tiny)", "online_po", extra_series=("learning/reward_ssim_mean",)),
+    Experiment(
+        "EasyMagpieTTS GRPO (easy_online_po_tiny)", "easy_online_po", extra_series=("learning/rollout_frames_mean",)
+    ),
+]
+DPO = Experiment(
+    "DPO (offline_po_dpo_tiny)",
+    "offline_po_dpo",
+    metric="learning/dpo_reward_accuracy",
+    extra_series=("learning/dpo_reward_margin",),
+)
+FIGURES = {DPO.label: ("learning/dpo_reward_accuracy", "learning/dpo_reward_margin")}
+# The learning test's controls (tests/test_learning.py): what a broken advantage does to the same runs.
+CONTROLS = [
+    Experiment("control: MagpieTTS GRPO, advantage sign flipped", "online_po", advantages="flip"),
+    Experiment("control: MagpieTTS GRPO, every advantage 0", "online_po", advantages="zero"),
+]
+
+
+def main() -> None:
+    os.environ.setdefault("WANDB_MODE", "offline")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--dpo-steps", type=int, default=30)
+    parser.add_argument("--seeds", default="1,2,3,1234", help="1234 is the tiny default's own seed")
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--tiny-root", default=os.path.join(REPO, ".tiny"))
+    parser.add_argument("--out", default=os.path.join(REPO, "benchmarks"))
+    args = parser.parse_args()
+    from nemo_ext_tools.tiny_fixtures import build_tiny_fixtures
+
+    tiny = build_tiny_fixtures(args.tiny_root)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    started = time.time()
+    curves = [run_experiment(e, seed, args.steps, tiny.root) for e in GRPO + CONTROLS for seed in seeds]
+    curves += [run_experiment(DPO, seed, args.dpo_steps, tiny.root) for seed in seeds]
+    minutes = (time.time() - started) / 60
+    shown = [c for c in curves if c.experiment not in CONTROLS]
+    picture = draw(shown, os.path.join(args.out, "learning.png"), metrics=FIGURES)
+    lines = [
+        "# Learning curves of the tiny default",
+        "",
+        f"`python scripts/benchmark_learning.py --steps {args.steps} --dpo-steps {args.dpo_steps} "
+        f"--seeds {args.seeds}` ({minutes:.1f} minutes on {os.cpu_count()} CPU cores). Each run is the stage's "
+        "tiny config as shipped "
+        "(`conf/*_tiny.yaml`, fixtures from `scripts/make_tiny_fixtures.py`) with `seed=` and `trainer.max_steps=` "
+        "set; the figures are read back from its offline W&B run.",
+        "",
+        f"First / last: the mean of the first and last {args.window} steps, averaged over the seeds. Rise: last minus "
+        "first, mean ± standard deviation over the seeds, then each seed's.",
+        "",
+        "| run | figure | first | last | rise | per seed |",
+        "|---|---|---|---|---|---|",
+        *summary_rows(curves, args.window, FIGURES),
+        "",
+        f"![learning curves]({os.path.basename(picture)})",
+        "",
+    ]
+    path = os.path.join(args.out, "learning.md")
+    notes_marker = "## Reading the curves"
+    notes = ""
+    if os.path.isfile(path) and notes_marker in open(path).read():
+        notes = notes_marker + open(path).read().split(notes_marker, 1)[1]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + ("\n" + notes if notes else ""))
+    print("\n".join(lines))
+    for curve in curves:
+        first, last = window_means(curve.values(), args.window)
+        print(f"{curve.experiment.label} seed {curve.seed}: {first:.3f} -> {last:.3f}")
+
+
+if __name__ == "__main__":
+    main()
