@@ -139,3 +139,66 @@ def draw(curves: list[Curve], path: str, smooth: int = 5, metrics: dict[str, tup
     figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
+
+
+def optimizer_steps(curve: Curve) -> list[int]:
+    """The optimizer step each logged row ends at (a rollout batch is num_iterations steps)."""
+    iterations = next(
+        (int(o.split("=")[1]) for o in curve.experiment.overrides if o.startswith("model.num_iterations=")), 1
+    )
+    return [iterations * (i + 1) for i in range(len(curve.values()))]
+
+
+def cumulative(values: list[float]) -> list[float]:
+    total, out = 0.0, []
+    for value in values:
+        total += value
+        out.append(total)
+    return out
+
+
+def variant_rows(curves: list[Curve]) -> list[str]:
+    """Per experiment (seeds pooled): rollout batches, rollout seconds, and the mean reward of the first and last
+    quarter of its rollout batches, with the rise per seed."""
+    rows = []
+    for experiment in dict.fromkeys(c.experiment for c in curves):
+        mine = [c for c in curves if c.experiment == experiment]
+        window = max(len(mine[0].values()) // 4, 1)
+        firsts, lasts = zip(*(window_means(c.values(), window) for c in mine))
+        rises = [last - first for first, last in zip(firsts, lasts)]
+        seconds = statistics.mean(sum(c.rollout_seconds) for c in mine)
+        step_seconds = statistics.mean(sum(c.step_seconds) for c in mine)
+        rows.append(
+            f"| {experiment.label} | {len(mine[0].values())} | {seconds:.1f} | {step_seconds:.1f} "
+            f"| {statistics.mean(firsts):.3f} | {statistics.mean(lasts):.3f} | {statistics.mean(rises):+.3f} "
+            f"| {', '.join(f'{r:+.3f}' for r in rises)} |"
+        )
+    return rows
+
+
+def draw_variants(curves: list[Curve], path: str, smooth: int = 3) -> str:
+    """Mean reward over the seeds against optimizer steps and against cumulative rollout seconds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (by_step, by_seconds) = plt.subplots(1, 2, figsize=(12, 4.2))
+    for experiment in dict.fromkeys(c.experiment for c in curves):
+        mine = [c for c in curves if c.experiment == experiment]
+        length = min(len(c.values()) for c in mine)
+        mean = [statistics.mean(c.values()[i] for c in mine) for i in range(length)]
+        smoothed = [statistics.mean(mean[max(0, i - smooth + 1) : i + 1]) for i in range(length)]
+        steps = optimizer_steps(mine[0])[:length]
+        seconds = [statistics.mean(cumulative(c.rollout_seconds)[i] for c in mine) for i in range(length)]
+        by_step.plot(steps, smoothed, marker=".", label=experiment.label)
+        by_seconds.plot(seconds, smoothed, marker=".", label=experiment.label)
+    by_step.set_xlabel("optimizer step")
+    by_seconds.set_xlabel("rollout seconds (generation + reward phases, cumulative)")
+    for axis in (by_step, by_seconds):
+        axis.set_ylabel(f"learning/reward_mean (mean over seeds, {smooth}-batch mean)", fontsize="small")
+        axis.legend(fontsize="x-small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path

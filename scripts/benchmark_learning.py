@@ -16,7 +16,15 @@ import time
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, REPO)
 
-from nemo_ext_tools.learning_benchmark import Experiment, draw, run_experiment, summary_rows, window_means  # noqa: E402
+from nemo_ext_tools.learning_benchmark import (  # noqa: E402
+    Experiment,
+    draw,
+    draw_variants,
+    run_experiment,
+    summary_rows,
+    variant_rows,
+    window_means,
+)
 
 GRPO = [
     Experiment("MagpieTTS GRPO (online_po_tiny)", "online_po", extra_series=("learning/reward_ssim_mean",)),
@@ -31,6 +39,18 @@ DPO = Experiment(
     extra_series=("learning/dpo_reward_margin",),
 )
 FIGURES = {DPO.label: ("learning/dpo_reward_accuracy", "learning/dpo_reward_margin")}
+# GRPO beyond NeMo (README, "GRPO beyond NeMo"): the same tiny MagpieTTS run with each change, 40 optimizer steps.
+VARIANTS = [
+    Experiment("mu=1, grpo (NeMo's update)", "online_po"),
+    Experiment("mu=2, grpo", "online_po", ("model.num_iterations=2",)),
+    Experiment(
+        "mu=4, grpo",
+        "online_po",
+        ("model.num_iterations=4", "exp_manager.checkpoint_callback_params.every_n_train_steps=20"),
+    ),
+    Experiment("mu=1, dapo", "online_po", ("model.loss_type=dapo",)),
+    Experiment("mu=1, grpo, zero-std groups skipped", "online_po", ("model.skip_zero_std_groups=true",)),
+]
 # The learning test's controls (tests/test_learning.py): what a broken advantage does to the same runs.
 CONTROLS = [
     Experiment("control: MagpieTTS GRPO, advantage sign flipped", "online_po", advantages="flip"),
@@ -46,6 +66,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--dpo-steps", type=int, default=30)
     parser.add_argument("--seeds", default="1,2,3,1234", help="1234 is the tiny default's own seed")
+    parser.add_argument("--variant-seeds", default="1,2,3", help="seeds of the GRPO variants")
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--tiny-root", default=os.path.join(REPO, ".tiny"))
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks"))
@@ -57,9 +78,12 @@ def main() -> None:
     started = time.time()
     curves = [run_experiment(e, seed, args.steps, tiny.root) for e in GRPO + CONTROLS for seed in seeds]
     curves += [run_experiment(DPO, seed, args.dpo_steps, tiny.root) for seed in seeds]
+    variant_seeds = [int(s) for s in args.variant_seeds.split(",")]
+    variants = [run_experiment(e, seed, args.steps, tiny.root) for e in VARIANTS for seed in variant_seeds]
     minutes = (time.time() - started) / 60
     shown = [c for c in curves if c.experiment not in CONTROLS]
     picture = draw(shown, os.path.join(args.out, "learning.png"), metrics=FIGURES)
+    variants_picture = draw_variants(variants, os.path.join(args.out, "learning_grpo_variants.png"))
     lines = [
         "# Learning curves of the tiny default",
         "",
@@ -77,6 +101,20 @@ def main() -> None:
         *summary_rows(curves, args.window, FIGURES),
         "",
         f"![learning curves]({os.path.basename(picture)})",
+        "",
+        "## GRPO beyond NeMo: updates per rollout batch, DAPO's loss, skipped groups",
+        "",
+        f"The MagpieTTS tiny default for {args.steps} optimizer steps with one change each, seeds "
+        f"{args.variant_seeds}. A rollout batch serves `num_iterations` (mu) optimizer steps, so mu=4 generates a "
+        "quarter of the rollouts. Rollout seconds: the generation and reward phases (`time/*_s`), summed over the "
+        "run; step seconds: whole steps. First / last: the mean reward of the first and last quarter of the rollout "
+        "batches.",
+        "",
+        "| run | rollout batches | rollout seconds | step seconds | first | last | rise | per seed |",
+        "|---|---|---|---|---|---|---|---|",
+        *variant_rows(variants),
+        "",
+        f"![reward against optimizer steps and rollout seconds]({os.path.basename(variants_picture)})",
         "",
     ]
     path = os.path.join(args.out, "learning.md")

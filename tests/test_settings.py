@@ -159,7 +159,12 @@ for stage in GRPO_STAGES:
             "model.worst_cer_threshold=1.5",
             "model.worst_cer_threshold=1.5 is invalid; allowed: a number in [0, 1]",
         ),
-        (stage, "model", "model.scale_rewards=often", "model.scale_rewards='often' is invalid; allowed: true or false"),
+        (
+            stage,
+            "model",
+            "model.scale_rewards=often",
+            "model.scale_rewards='often' is invalid; allowed: group, batch, none",
+        ),
     ]
 BLOCK_CASES += [
     (

@@ -61,7 +61,8 @@ RULE_SETS = [
     ("MagpieTTSModelOfflinePODataGen", model_keys.MAGPIETTS, DATAGEN_RULES),
     ("MagpieTTSModelOfflinePO", model_keys.MAGPIETTS, DPO_RULES),
 ]
-OUR_KEYS = {"reference_policy_mode", "rollout_audio_files", "datagen_seed"}
+OUR_KEYS = {"reference_policy_mode", "rollout_audio_files", "datagen_seed", "num_iterations", "epsilon", "epsilon_high"}
+OUR_KEYS |= {"skip_zero_std_groups"}
 
 
 @pytest.mark.parametrize(("nemo_class", "family", "rules"), RULE_SETS, ids=[r[0] for r in RULE_SETS])

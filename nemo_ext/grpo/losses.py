@@ -30,6 +30,8 @@ class GRPOLossType:
     summary: str
     aggregate: Callable  # (per_token_loss, mask, LossContext) -> scalar tensor
     nemo_native: tuple[str, ...] = ()  # model families whose NeMo 3.0.0 class implements it
+    # Families whose GRPO step can run it: NeMo's (nemo_native), or MagpieTTS through this project's loss loop.
+    families: tuple[str, ...] = (MAGPIETTS,)
 
 
 LOSS_TYPES: dict[str, GRPOLossType] = {}
@@ -42,8 +44,9 @@ def register_loss_type(loss: GRPOLossType) -> GRPOLossType:
     return loss
 
 
-def loss_type_names() -> tuple[str, ...]:
-    return tuple(LOSS_TYPES)
+def loss_type_names(family: str) -> tuple[str, ...]:
+    """The loss types a model family's GRPO step runs (validation accepts exactly these)."""
+    return tuple(name for name, loss in LOSS_TYPES.items() if family in loss.families + loss.nemo_native)
 
 
 def _per_sequence_mean(per_token_loss, mask, context):

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 
+import torch
 from nemo.collections.tts.models import easy_magpietts as upstream_base
 from nemo.collections.tts.models import easy_magpietts_preference_optimization as upstream
 from nemo.collections.tts.models.easy_magpietts import EasyMagpieTTSModel
 from nemo.collections.tts.models.easy_magpietts_preference_optimization import EasyMagpieTTSModelOnlinePO
 from omegaconf import DictConfig, open_dict
 
+from nemo_ext.grpo.advantages import easy_magpietts_advantages
 from nemo_ext.grpo.losses import EASY_MAGPIETTS
 from nemo_ext.models.learning_health import GRPOLearningHealth
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin, frozen_reference_policy
@@ -133,6 +135,12 @@ class EasyMagpieTTSOnlinePO(GRPOLearningHealth, RewardModelsMixin, EasyMagpieTTS
                 mode=mode,
                 use_local_transformer_for_inference=use_local_transformer_for_inference,
             )
+        if self.settings.reward_scaling == "batch":  # TRL's batch scaling, from NeMo's final rewards
+            rewards = [item["reward"] for item in output["metrics"]]
+            advantages = easy_magpietts_advantages(rewards, num_generations_per_item, "batch")
+            for item, advantage in zip(output["metrics"], advantages):
+                item["advantage"] = advantage
+            output["advantages"] = torch.tensor(advantages, device=self.device, dtype=torch.float32)
         self._record_rollouts(output, num_generations_per_item, mode)
         return output
 

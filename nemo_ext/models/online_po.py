@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
+import soundfile as sf
 from nemo.collections.tts.models import MagpieTTSModel
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 from omegaconf import DictConfig
 
 from nemo_ext.grpo.losses import MAGPIETTS
+from nemo_ext.grpo.reward_shaping import RolloutScoring, apply_to_magpietts_rewards
 from nemo_ext.models.learning_health import GRPOLearningHealth
+from nemo_ext.models.policy_updates import PolicyUpdates
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin, frozen_reference_policy
 from nemo_ext.random_state import RandomState
 from nemo_ext.rollout_audio import InMemoryClips, rollouts_in_memory
@@ -50,7 +54,7 @@ class ReferencePolicy(MagpieTTSModel):
             self.replay = None
 
 
-class MagpieTTSOnlinePO(GRPOLearningHealth, RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
+class MagpieTTSOnlinePO(PolicyUpdates, GRPOLearningHealth, RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
     """NeMo's `MagpieTTSModelOnlinePO` with Whisper loaded from `model.whisper` (checkpoint and dtype) and the NeMo
     reward models from `model.nemo_asr` / `model.speaker_verification` (hub name or local `.nemo`)."""
 
@@ -96,6 +100,9 @@ class MagpieTTSOnlinePO(GRPOLearningHealth, RewardModelsMixin, upstream.MagpieTT
         self._rollout_clips = InMemoryClips() if keep_in_memory else None
         self.best_cer_threshold = rewards.best_cer_threshold
         self.worst_cer_threshold = rewards.worst_cer_threshold
+        # NeMo's one update per rollout batch is Lightning's automatic optimization; several updates per rollout
+        # batch step the optimizer here (policy_updates.py).
+        self.automatic_optimization = settings.num_iterations == 1
 
     @staticmethod
     def _build_reference_model(cfg: DictConfig) -> MagpieTTSModel:
@@ -158,10 +165,36 @@ class MagpieTTSOnlinePO(GRPOLearningHealth, RewardModelsMixin, upstream.MagpieTT
                 mode=mode,
                 use_local_transformer_for_inference=use_local_transformer_for_inference,
             )
+            self._reshape_rewards(output, num_generations_per_item)  # inside: the rollout clips are still here
         self._record_rollouts(output, num_generations_per_item, mode)
         return output
 
-    def process_batch_online_po(self, batch, n_generations_per_item, mode="train"):
-        output = super().process_batch_online_po(batch, n_generations_per_item, mode=mode)
-        self._record_learning({"learning/kl": float(output["kl_loss"])})
-        return output
+    def _reshape_rewards(self, output: dict, group_size: int) -> None:
+        """Reward terms NeMo does not compute, and TRL's batch scaling: the rewards and advantages recomputed."""
+        settings = self.settings
+        extra = [term for term in settings.active_reward_terms() if not term.computed_by_nemo]
+        if not extra and settings.reward_scaling != "batch":
+            return
+        scores = {}
+        if extra:
+            paths = [
+                os.path.join(self.logger.log_dir, "audios", f"predicted_audioRank{self.global_rank}_{idx}.wav")
+                for idx in range(len(output["metrics"]))
+            ]  # NeMo's names for the clips
+            clips = self._rollout_clips
+            scoring = RolloutScoring(
+                output["metrics"],
+                output["batch_repeated"],
+                paths,
+                lambda path: sf.read(clips.source(path) if clips is not None else path, dtype="float32"),
+            )
+            for term in extra:
+                with self.step_anatomy.phase(term.phase):
+                    scores[term.name] = list(term.score(self, scoring))
+        terms = {term.name: (term.metric, settings.rewards.weights[term.name]) for term in extra}
+        apply_to_magpietts_rewards(output, group_size, scores, terms, settings.reward_scaling)
+
+    def training_step(self, batch, batch_idx):
+        if not self.automatic_optimization:
+            return self._several_updates_step(batch)
+        return super().training_step(batch, batch_idx)

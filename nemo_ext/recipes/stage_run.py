@@ -15,7 +15,7 @@ from nemo_ext.recipes.model_config import writable_config
 from nemo_ext.recipes.run_folder import FAILED, FINISHED, INTERRUPTED, RunFolder, open_run_folder
 from nemo_ext.recipes.run_stopped import EXIT_STOPPED, RunStopped
 from nemo_ext.recipes.stopping import StopOnSignal
-from nemo_ext.recipes.trainer import build_trainer, finish_loggers
+from nemo_ext.recipes.trainer import build_trainer, finish_loggers, manual_gradient_clipping
 
 
 class StageRun:
@@ -92,6 +92,9 @@ class StageRun:
             model = model_class(cfg=model_cfg, trainer=self.trainer, settings=self.settings.algorithm)
             # NeMo pops `init_from_ptl_ckpt` from the config it is given: a copy of ours.
             model.maybe_init_from_pretrained_checkpoint(cfg=writable_config(self.settings))
+        clipping = manual_gradient_clipping(self.settings)
+        if clipping is not None:
+            model.manual_gradient_clipping = clipping
         # Building the models takes a while; a stop requested meanwhile ends the run before its first step. With
         # several ranks this must be decided together (a rank may get the signal a moment later and would wait in
         # a collective for one that left): then the first batch start decides, where all ranks take the max.

@@ -12,9 +12,24 @@ from nemo_ext.recipes.devices import world_size
 from nemo_ext.recipes.run_folder import RunFolder
 
 
-def trainer_arguments(trainer) -> dict:
-    """Lightning Trainer arguments from `trainer` (TrainerSettings), with the step budget and strategy resolved."""
+def manual_gradient_clipping(settings) -> tuple[float, str] | None:
+    """The trainer's gradient clipping when the model steps its optimizer itself (GRPO with num_iterations > 1):
+    Lightning refuses `gradient_clip_val` for manual optimization, so the model applies it, at the same point."""
+    if getattr(settings.algorithm, "num_iterations", 1) == 1:
+        return None
+    value = settings.trainer.arguments.get("gradient_clip_val")
+    if not value:
+        return None
+    return float(value), settings.trainer.arguments.get("gradient_clip_algorithm") or "norm"
+
+
+def trainer_arguments(trainer, clipped_by_the_model: bool = False) -> dict:
+    """Lightning Trainer arguments from `trainer` (TrainerSettings), with the step budget and strategy resolved.
+    `clipped_by_the_model`: gradient clipping is left to the model (manual_gradient_clipping)."""
     trainer_kwargs = dict(trainer.arguments)
+    if clipped_by_the_model:
+        trainer_kwargs.pop("gradient_clip_val", None)
+        trainer_kwargs.pop("gradient_clip_algorithm", None)
     if trainer_kwargs.get("strategy", "auto") == "auto" and world_size(trainer_kwargs) > 1:
         # MagpieTTS leaves some parameters (local_transformer*) without gradients in a PO step:
         # plain DDP fails at step 2 (FINDINGS.md).
@@ -36,7 +51,9 @@ def build_trainer(settings, folder: RunFolder, callbacks: list | None = None):
     from lightning.pytorch.plugins.environments import SLURMEnvironment
     from nemo.utils.exp_manager import exp_manager
 
-    trainer_kwargs = trainer_arguments(settings.trainer)
+    trainer_kwargs = trainer_arguments(
+        settings.trainer, clipped_by_the_model=manual_gradient_clipping(settings) is not None
+    )
     if SLURMEnvironment.detect():
         # Our StopOnSignal handles SIGUSR1 at a batch boundary; Lightning's handler would save inside the
         # signal handler (a deadlock risk under DDP) and requeue before the run has stopped.

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nemo_ext.errors import ConfigError
-from nemo_ext.grpo.losses import EASY_MAGPIETTS, LOSS_TYPES, MAGPIETTS
+from nemo_ext.grpo.advantages import SCALINGS, scaling
+from nemo_ext.grpo.losses import EASY_MAGPIETTS, MAGPIETTS, loss_type_names
 from nemo_ext.grpo.reward_terms import RewardTerm, reward_terms
 from nemo_ext.settings import rules
 from nemo_ext.settings.reward_models import DEFAULT_NEMO_ASR, DEFAULT_SPEAKER_VERIFICATION, NemoModelSettings
@@ -27,7 +28,6 @@ COMMON_RULES = {
         6, minimum=2, why="a group of one rollout has no reward spread: every advantage is 0 and nothing is learned"
     ),
     "reference_free": rules.boolean(False),
-    "scale_rewards": rules.boolean(True),
     "inference_temperature": rules.number(0.7, above=0.0, why="the sampling temperature of the rollouts"),
     "inference_topk": rules.integer(80, minimum=1),
     "inference_cfg_prob": rules.number(0.0, minimum=0.0, maximum=1.0, why="a probability"),
@@ -50,6 +50,13 @@ COMMON_RULES = {
 }
 MAGPIETTS_RULES = {
     **COMMON_RULES,
+    # Several updates per rollout batch (TRL's num_iterations, epsilon, epsilon_high; this project's keys).
+    "num_iterations": rules.integer(1, minimum=1, why="optimizer steps per rollout batch"),
+    "epsilon": rules.number(
+        0.2, above=0.0, below=1.0, why="the importance ratio is clipped to [1 - epsilon, 1 + epsilon_high]"
+    ),
+    "epsilon_high": rules.number(None, above=0.0, none=True, why="null: epsilon"),
+    "skip_zero_std_groups": rules.boolean(False),
     "grpo_beta": rules.number(
         None, minimum=0.0, why="the KL weight; NeMo has no default and fails at step 1 without one"
     ),
@@ -79,6 +86,8 @@ EASY_RULES = {
 FAMILY_RULES = {MAGPIETTS: MAGPIETTS_RULES, EASY_MAGPIETTS: EASY_RULES}
 # The package each optional reward model needs (NeMo's HAVE_TORCHAUDIO / HAVE_UTMOSV2, asked without importing NeMo).
 SWITCH_NEEDS = {"use_pesq": "torchaudio", "use_utmos": "utmosv2"}
+# NeMo's boolean (true = group, false = none) or TRL's names.
+SCALE_REWARDS = (True, False, *SCALINGS)
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,19 @@ class GRPOSettings:
     reference_policy_mode: str = "eval"  # MagpieTTS: matched | eval | train; EasyMagpieTTS's reference runs in eval
     use_kv_cache_during_online_po: bool = False
     easy: Mapping[str, object] | None = None  # EasyMagpieTTS's further keys (entropy_coeff, max_grad_norm, ...)
+    reward_scaling: str = "group"  # scale_rewards as one of group | batch | none
+    num_iterations: int = 1
+    epsilon: float = 0.2
+    epsilon_high: float = 0.2
+    skip_zero_std_groups: bool = False
+
+    @property
+    def runs_nemo_loss(self) -> bool:
+        """NeMo's own loss loop serves: its loss type, one update per rollout batch, every group kept."""
+        from nemo_ext.grpo.losses import LOSS_TYPES
+
+        native = self.family in LOSS_TYPES[self.loss_type].nemo_native
+        return native and self.num_iterations == 1 and not self.skip_zero_std_groups
 
     def reward_terms(self) -> tuple[RewardTerm, ...]:
         return reward_terms(self.family)
@@ -141,7 +163,10 @@ class GRPOSettings:
         def read(name):
             return family_rules[name].read(node, name)
 
-        loss_type = rules.choice("grpo", LOSS_TYPES).read(node, "loss_type")
+        loss_type = rules.choice("grpo", loss_type_names(family)).read(node, "loss_type")
+        scale = node.get("scale_rewards", True)
+        if scale not in SCALE_REWARDS or isinstance(scale, int) and not isinstance(scale, bool):
+            raise ConfigError("model.scale_rewards", scale, "group, batch, none (or NeMo's true = group, false = none)")
         terms = reward_terms(family)
         weights = {
             term.name: rules.number(term.default_weight, minimum=0.0).read(node, term.weight_key) for term in terms
@@ -206,7 +231,8 @@ class GRPOSettings:
             n_generations_per_item=read("n_generations_per_item"),
             grpo_beta=grpo_beta,
             loss_type=loss_type,
-            scale_rewards=read("scale_rewards"),
+            scale_rewards=scale in (True, "group"),  # NeMo's attribute: divide by the group's std or not
+            reward_scaling=scaling(scale),
             reference_free=read("reference_free"),
             max_decoder_steps=read("max_decoder_steps"),
             inference_temperature=read("inference_temperature"),
@@ -219,9 +245,19 @@ class GRPOSettings:
             switches=switches,
         )
         if family == MAGPIETTS:
+            epsilon = read("epsilon")
+            epsilon_high = read("epsilon_high")
+            if epsilon_high is not None and epsilon_high < epsilon:
+                raise ConfigError(
+                    "model.epsilon_high", epsilon_high, f"null or a number >= model.epsilon ({epsilon:g})"
+                )
             settings.update(
                 reference_policy_mode=read("reference_policy_mode"),
                 use_kv_cache_during_online_po=read("use_kv_cache_during_online_po"),
+                num_iterations=read("num_iterations"),
+                epsilon=epsilon,
+                epsilon_high=epsilon if epsilon_high is None else epsilon_high,
+                skip_zero_std_groups=read("skip_zero_std_groups"),
             )
         else:
             extra = {name: read(name) for name in EASY_RULES if name not in COMMON_RULES and name not in settings}

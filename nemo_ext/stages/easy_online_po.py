@@ -6,6 +6,13 @@ from nemo_ext.settings.grpo import GRPOSettings
 from nemo_ext.settings.model_keys import EASY_GRPO_KEYS, EASY_MAGPIETTS
 from nemo_ext.stages.stage import MAGPIETTS_DATASET, TRAINING_MANIFESTS, TRAINING_PATHS, Loop, Stage
 
+# Several updates per rollout batch and skipped groups need the GRPO step itself changed; NeMo's EasyMagpieTTS step
+# generates, runs its chunked forward/backward and steps the optimizer in one method (a copy would be most of it).
+UNSUPPORTED = (
+    "EasyMagpieTTS GRPO runs NeMo's own step (rollouts, chunked forward/backward and the optimizer step in one "
+    "method); MagpieTTS GRPO (recipes/online_po.py) has this key"
+)
+
 
 def _no_lightning_clipping(settings) -> None:
     # NeMo's EasyMagpieTTS GRPO optimizes manually: Lightning refuses gradient_clip_val only once fit() starts,
@@ -28,9 +35,10 @@ EASY_ONLINE_PO = Stage(
     nemo_class="EasyMagpieTTSModelOnlinePO",
     nemo_keys=EASY_GRPO_KEYS,
     our_keys=frozenset({"rollout_audio_files"}),
-    replaced_keys={
-        "reward_asr_model_name": "model.nemo_asr.pretrained",
-        "speaker_verification_model_name": "model.speaker_verification.pretrained",
+    refused_keys={
+        "reward_asr_model_name": "this recipe reads it as model.nemo_asr.pretrained",
+        "speaker_verification_model_name": "this recipe reads it as model.speaker_verification.pretrained",
+        **{key: UNSUPPORTED for key in ("num_iterations", "epsilon", "epsilon_high", "skip_zero_std_groups")},
     },
     deliberate_defaults={
         "reward_asr_model": (
@@ -48,5 +56,6 @@ EASY_ONLINE_PO = Stage(
     required_paths=TRAINING_PATHS,
     manifests=TRAINING_MANIFESTS,
     reference_policy=True,
+    reward_terms=True,
     cross_checks=(_no_lightning_clipping,),
 )

@@ -1,9 +1,31 @@
 """Online PO (GRPO) of MagpieTTS: `trainer.fit` of MagpieTTSOnlinePO."""
 
+from nemo_ext.errors import ConfigError
 from nemo_ext.grpo.losses import MAGPIETTS as MAGPIETTS_FAMILY
 from nemo_ext.settings.grpo import GRPOSettings
 from nemo_ext.settings.model_keys import GRPO_KEYS, MAGPIETTS
 from nemo_ext.stages.stage import MAGPIETTS_DATASET, TRAINING_MANIFESTS, TRAINING_PATHS, Loop, Stage
+
+
+def _budgets_in_whole_rollout_batches(settings) -> None:
+    """With several updates per rollout batch, a batch is num_iterations optimizer steps: the step budget and the
+    checkpoint cadence are counted in optimizer steps and fall on batch boundaries only in multiples of it."""
+    iterations = settings.algorithm.num_iterations
+    if iterations == 1:
+        return
+    max_steps = settings.trainer.arguments.get("max_steps", -1)
+    if max_steps > 0 and max_steps % iterations:
+        raise ConfigError(
+            "trainer.max_steps", max_steps, f"-1 or a multiple of model.num_iterations ({iterations}): optimizer steps"
+        )
+    every = settings.exp_manager.every_n_train_steps
+    if every is not None and every % iterations:
+        raise ConfigError(
+            "exp_manager.checkpoint_callback_params.every_n_train_steps",
+            every,
+            f"null or a multiple of model.num_iterations ({iterations}): checkpoints fall between rollout batches",
+        )
+
 
 ONLINE_PO = Stage(
     name="online_po",
@@ -13,7 +35,16 @@ ONLINE_PO = Stage(
     family=MAGPIETTS,
     nemo_class="MagpieTTSModelOnlinePO",
     nemo_keys=GRPO_KEYS,
-    our_keys=frozenset({"reference_policy_mode", "rollout_audio_files"}),
+    our_keys=frozenset(
+        {
+            "reference_policy_mode",
+            "rollout_audio_files",
+            "num_iterations",
+            "epsilon",
+            "epsilon_high",
+            "skip_zero_std_groups",
+        }
+    ),
     deliberate_defaults={
         "reward_asr_model": (
             "whisper (NeMo: nemo). The CER reward for every language MagpieTTS speaks, in the dtype `whisper.dtype` "
@@ -31,4 +62,6 @@ ONLINE_PO = Stage(
     required_paths=TRAINING_PATHS,
     manifests=TRAINING_MANIFESTS,
     reference_policy=True,
+    reward_terms=True,
+    cross_checks=(_budgets_in_whole_rollout_batches,),
 )

@@ -68,7 +68,8 @@ class Stage:
     nemo_class: str | None = None  # the NeMo class whose `model.*` keys the stage reads
     nemo_keys: frozenset[str] = frozenset()  # what that class reads beyond its family's
     our_keys: frozenset[str] = frozenset()  # this project's keys beyond OUR_KEYS
-    replaced_keys: Mapping[str, str] = field(default_factory=dict)  # NeMo's key -> the key read instead
+    # Keys refused with the reason (NeMo's keys read under another name, keys this family's step cannot honour).
+    refused_keys: Mapping[str, str] = field(default_factory=dict)
     deliberate_defaults: Mapping[str, str] = field(default_factory=dict)  # key -> why the YAML differs from NeMo
     model_class: str | None = None  # "module:Class", imported when the stage runs
     # "module:function" running the stage's loop from its settings: (StageSettings, callbacks) -> StageResult.
@@ -83,6 +84,8 @@ class Stage:
     absolute_audio_paths: bool = True  # else relative to data.audio_dir (NeMo's DPO dataset joins them)
     reference_policy: bool = False  # the init checkpoint is also the frozen reference (reference_model_ckpt_path)
     unused_model_keys: tuple[str, ...] = ()  # accepted and checked, dropped before NeMo builds the model
+    # GRPO: the weight keys of the reward terms registered for the family are model keys (nemo_ext/grpo/).
+    reward_terms: bool = False
     telemetry: bool = True  # the stage has a `telemetry` block
     cross_checks: tuple[Callable[[StageSettings], None], ...] = ()
     top_level_keys: tuple[str, ...] = MODEL_STAGE_KEYS
@@ -92,7 +95,12 @@ class Stage:
         return self.loop is not Loop.NONE
 
     def allowed_model_keys(self) -> frozenset[str]:
-        return (self.family.keys | self.nemo_keys | OUR_KEYS | self.our_keys) - set(self.replaced_keys)
+        keys = self.family.keys | self.nemo_keys | OUR_KEYS | self.our_keys
+        if self.reward_terms:
+            from nemo_ext.grpo.reward_terms import reward_terms
+
+            keys |= {term.weight_key for term in reward_terms(self.family.name)}
+        return keys - set(self.refused_keys)
 
     def check_model_keys(self, model: Mapping) -> None:
         """Refuse a `model.*` key that neither the stage's NeMo class, its model family nor this project reads."""
@@ -100,10 +108,8 @@ class Stage:
         for key in model:
             if key in allowed:
                 continue
-            if key in self.replaced_keys:
-                raise ConfigError(
-                    f"model.{key}", model[key], f"unset: this recipe reads it as {self.replaced_keys[key]}"
-                )
+            if key in self.refused_keys:
+                raise ConfigError(f"model.{key}", model[key], f"unset: {self.refused_keys[key]}")
             raise ConfigError(
                 f"model.{key}",
                 model[key],

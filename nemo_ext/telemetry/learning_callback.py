@@ -21,6 +21,10 @@ class LearningWatch(Callback):
         self.watch = NoLearningSignal(no_signal_steps, group_size)
         self.rewards: list[float] = []
         self.zero_std: list[float] = []
+        self.start_step = 0
+
+    def on_train_start(self, trainer, pl_module):
+        self.start_step = trainer.global_step  # a resumed run counts its own steps
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         figures = pl_module.last_learning_figures
@@ -34,18 +38,23 @@ class LearningWatch(Callback):
             rank_zero_warn(self.watch.message())
             pl_module.log(NO_SIGNAL_WARNING, 1.0, on_step=True, on_epoch=False, rank_zero_only=True)
 
-    def summary(self) -> str | None:
+    def summary(self, optimizer_steps: int | None = None) -> str | None:
+        """`optimizer_steps`: the run's, where a rollout batch serves several (model.num_iterations > 1)."""
         if not self.rewards:
             return None
-        steps = len(self.rewards)
-        window = min(SUMMARY_WINDOW, max(steps // 2, 1))
+        batches = len(self.rewards)
+        window = min(SUMMARY_WINDOW, max(batches // 2, 1))
         first, last = statistics.mean(self.rewards[:window]), statistics.mean(self.rewards[-window:])
+        unit = "steps" if optimizer_steps in (None, batches) else "rollout batches"
+        span = (
+            f"{batches} steps of this run" if unit == "steps" else f"{batches} rollout batches, {optimizer_steps} steps"
+        )
         return (
-            f"Learning: mean reward {first:.3f} over the first {window} steps -> {last:.3f} over the last {window} "
-            f"({steps} steps of this run); groups without reward spread: {statistics.mean(self.zero_std):.0%}"
+            f"Learning: mean reward {first:.3f} over the first {window} {unit} -> {last:.3f} over the last {window} "
+            f"({span}); groups without reward spread: {statistics.mean(self.zero_std):.0%}"
         )
 
     def on_fit_end(self, trainer, pl_module):
-        line = self.summary()
+        line = self.summary(trainer.global_step - self.start_step)
         if line:
             rank_zero_info(line)
