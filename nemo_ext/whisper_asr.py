@@ -90,9 +90,10 @@ def _transcribe(audio_filepaths, language, whisper_processor, whisper_model, dev
             speech = [load(audio_filepaths[i], sr=WHISPER_SAMPLE_RATE)[0] for i in chunk]
             # The log-mel features are computed on the model's device (transformers' torch STFT): on a GPU this
             # takes the CPU-side feature extraction (314 ms for 8 clips on the CPU here) off the reward step.
-            features = whisper_processor(
-                speech, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt", device=str(torch.device(device))
-            ).input_features
+            with features_in_float32(device):
+                features = whisper_processor(
+                    speech, sampling_rate=WHISPER_SAMPLE_RATE, return_tensors="pt", device=str(torch.device(device))
+                ).input_features
             features = features.to(device=device, dtype=whisper_model.dtype)
             # Whisper runs in its own dtype (model.whisper.dtype), not in the policy's autocast dtype.
             with torch.no_grad(), torch.autocast(device_type=features.device.type, enabled=False):
@@ -101,6 +102,20 @@ def _transcribe(audio_filepaths, language, whisper_processor, whisper_model, dev
             for i, text in zip(chunk, texts):
                 transcripts[i] = normalizer.normalize(text) if normalizer is not None else text
     return transcripts
+
+
+@contextlib.contextmanager
+def features_in_float32(device):
+    """The log-mel STFT in float32 whatever the policy's precision: under Lightning's *-mixed precisions it ran in
+    bf16 autocast (NumPy then refused the result: "Got unsupported ScalarType BFloat16"), under 64-true with a
+    float64 default dtype against float32 audio ("expected scalar type Double but found Float")."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        with torch.autocast(device_type=torch.device(device).type, enabled=False):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """One report for a GPU node: the Whisper dtype benchmark (fp32/fp16/bf16/auto: weights, CUDA peaks, latency, SDPA
-backend, agreement with fp32) and a short GRPO on the tiny fixtures with its per-phase seconds and CUDA peaks.
+backend, agreement with fp32), a short GRPO on the tiny fixtures with its per-phase seconds and CUDA peaks, and the
+precision matrix (every stage x precision on the GPU: a step completes or is refused up front).
 
     bash scripts/gpu_report.sh [--accelerator gpu] [--steps 4] [--num-samples 16] [--out benchmarks/gpu_report.md]
         [--audio MANIFEST_OR_WAV_DIR] [--whisper DIR_OR_HUB_NAME] [--tiny-root .tiny]
@@ -130,6 +131,25 @@ def grpo_section(args, work: str, tiny) -> list[str]:
     return lines
 
 
+def precision_section(args) -> list[str]:
+    """Every stage x precision on this accelerator (tests/test_precision.py): a step completes or is refused."""
+    if args.accelerator != "gpu":
+        return ["## Precision matrix", "", "Not run: the CUDA cases need `--accelerator gpu` (CPU cases: the suite)."]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "tests/test_precision.py", "-m", "gpu"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    outcomes = [line for line in result.stdout.splitlines() if line.startswith(("PASSED ", "FAILED ", "ERROR "))]
+    lines = ["## Precision matrix (`pytest tests/test_precision.py -m gpu`)", "", "| case | outcome |", "|---|---|"]
+    for line in outcomes:
+        outcome, case = line.split(" ", 1)
+        lines.append(f"| `{case.split('::')[-1].split(' - ')[0]}` | {outcome.lower()} |")
+    lines += ["", f"pytest: {(result.stdout.strip().splitlines() or ['no output'])[-1]}"]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accelerator", default="gpu", choices=["gpu", "cpu"])
@@ -163,6 +183,8 @@ def main() -> None:
             *whisper_section(args, work, tiny),
             "",
             *grpo_section(args, work, tiny),
+            "",
+            *precision_section(args),
         ]
     text = "\n".join(sections) + "\n"
     with open(args.out, "w") as f:

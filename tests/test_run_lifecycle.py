@@ -197,6 +197,27 @@ def test_a_rerun_gets_its_own_folder_and_resuming_is_explicit_and_checked(tiny_c
     assert sorted(ids) == sorted([first_folder.name, first_folder.name, Path(second.log_dir).name])
 
 
+def test_a_new_slurm_job_continuing_a_run_keeps_its_wandb_run_and_group(tiny_config, tmp_path):
+    # Under SLURM the W&B group is the job id; a later job that continues the folder has another id. The group is
+    # not a changed setting: the continued run stays in its W&B run and group.
+    first = ONLINE_PO.run(
+        tiny_config("online_po_tiny", "trainer.max_steps=3", "exp_manager.wandb_logger_kwargs.group=job-1001")
+    )
+    folder = Path(first.log_dir)
+    later = ONLINE_PO.run(
+        tiny_config(
+            "online_po_tiny",
+            "trainer.max_steps=5",
+            "exp_manager.wandb_logger_kwargs.group=job-2002",
+            f"resume={folder}",
+        )
+    )
+    assert later.log_dir == first.log_dir and later.trainer.global_step == 5
+    runs = [read_offline_run(path) for path in find_offline_runs(str(tmp_path / "runs"))]
+    assert [(run.run_id, run.group) for run in runs] == [(folder.name, "job-1001")] * 2
+    assert [int(r["trainer/global_step"]) for r in runs[1].history if "train_loss" in r][0] == 3
+
+
 def test_cadence_checkpoints_come_every_n_steps(tiny_config):
     run = ONLINE_PO.run(
         tiny_config(
@@ -320,4 +341,43 @@ def test_an_interrupted_datagen_resumes_to_the_same_files_as_an_uninterrupted_ru
     assert datagen_outputs(folder) == datagen_outputs(whole_folder)
     assert sorted(p.name for p in (folder / "audios").iterdir()) == sorted(
         p.name for p in (whole_folder / "audios").iterdir()
+    )
+
+
+def _read_only_mount(folder):
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"needs root and a tmpfs mount to make a read-only folder: {mounted.stderr.decode()[-200:]}")
+
+
+@pytest.mark.parametrize("dry_run", ["true", "false"])
+def test_a_read_only_experiment_folder_is_one_config_error(tiny, tmp_path, dry_run):
+    read_only = tmp_path / "read_only"
+    _read_only_mount(read_only)
+    try:
+        result = run_recipe(
+            "online_po.py",
+            *grpo_args(tiny, read_only / "runs", f"dry_run={dry_run}"),
+            cwd=tmp_path,
+            timeout=120,
+        )
+    finally:
+        subprocess.run(["umount", str(read_only)], check=True)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == (
+        f"config error: exp_manager.exp_dir='{read_only}/runs' is invalid; allowed: a folder this user can write "
+        f"({read_only} is read-only or not writable)"
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_an_experiment_folder_that_cannot_be_created_is_one_config_error(tiny, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    result = run_recipe("online_po.py", *grpo_args(tiny, blocker / "runs", "dry_run=true"), cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"config error: exp_manager.exp_dir='{blocker}/runs' is invalid; allowed: a folder that can be created "
+        f"({blocker} is a file)"
     )

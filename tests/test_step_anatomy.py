@@ -101,3 +101,26 @@ def test_every_phase_a_model_times_is_one_it_declares(model):
     grpo_only |= {phases.OPTIMIZER}
     expected = timed - (grpo_only if model == "MagpieTTSOfflinePODataGen" else {phases.DATAGEN})
     assert expected <= declared
+
+
+def test_the_warm_up_outlier_does_not_move_the_printed_median():
+    """The demo's first step spent 6.69 s in audio_io (librosa's first resample), the next ones 0.004 s: printed over
+    all steps, audio_io looked like 80% of a step. Left out (and said so), the figures are the steady state's."""
+    from nemo_ext.telemetry.figures import phase_figures, phase_summary_lines
+
+    phases = ("audio_io", "generation", OTHER)
+
+    def row(step, audio_io):
+        return {"step": step, "time/step_s": audio_io + 0.1, "time/audio_io_s": audio_io, "time/generation_s": 0.1}
+
+    history = [row(1, 6.69)] + [row(step, 0.004) for step in range(2, 6)]
+    lines = phase_summary_lines(history, phases, warmup_steps=1)
+    assert lines[0] == "Step anatomy over steps 2-5 (4 logged); left out: 1 warm-up step (6.79 s, in the rank files)"
+    steady = {f.phase: f for f in phase_figures(history[1:], phases)}
+    assert f"median {steady['audio_io'].median_s:.4g} s" in lines[1]
+    assert steady["audio_io"].share == pytest.approx(0.004 / 0.104)
+    assert "80" not in lines[1]
+    # Without leaving it out, the outlier is what the line shows (what the summary printed before).
+    assert phase_figures(history, phases)[0].share > 0.8
+    # A run of one logged step shows that step (nothing is left to show otherwise).
+    assert phase_summary_lines(history[:1], phases, warmup_steps=1)[0] == "Step anatomy over steps 1-1 (1 logged)"

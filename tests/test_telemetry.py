@@ -187,3 +187,13 @@ def test_out_of_memory_snapshot_on_gpu_records_the_history(tiny_config, tmp_path
         )
     [snapshot] = [os.path.join(r, n) for r, _, ns in os.walk(tmp_path / "runs") for n in ns if n == "oom_rank0.pickle"]
     assert pickle.load(open(snapshot, "rb"))["segments"]
+
+
+def test_the_step_summary_leaves_the_warm_up_out_and_says_so(tiny_config, tmp_path, caplog):
+    caplog.set_level("INFO")
+    run = ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.max_steps=3"))
+    messages = [r.getMessage() for r in caplog.records]
+    [heading] = [m for m in messages if m.startswith("Step anatomy over")]
+    assert heading.startswith("Step anatomy over steps 2-3 (2 logged); left out: 1 warm-up step (")
+    rows = [r for r in __import__("magpie_testing").read_jsonl(os.path.join(run.log_dir, "memory", "rank0.jsonl"))]
+    assert [r["step"] for r in rows if r["phase"] == "step"] == [1, 2, 3]  # the rank file keeps the warm-up step

@@ -165,7 +165,8 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
 
     def _speaker_similarities(self, predicted_paths, reference_paths):
         sv = self.eval_speaker_verification_model
-        predicted = get_speaker_embeddings_from_filepaths(predicted_paths, sv, self.device).cpu().numpy()
-        reference = get_speaker_embeddings_from_filepaths(reference_paths, sv, self.device).cpu().numpy()
+        # float(): under trainer.precision=bf16-true the speaker model runs in bf16, which NumPy has no type for.
+        predicted = get_speaker_embeddings_from_filepaths(predicted_paths, sv, self.device).float().cpu().numpy()
+        reference = get_speaker_embeddings_from_filepaths(reference_paths, sv, self.device).float().cpu().numpy()
         # NeMo's formula, item by item: a vectorized form differs in the last float32 bit (parity test).
         return [np.dot(p, r) / (np.linalg.norm(p) * np.linalg.norm(r)) for p, r in zip(predicted, reference)]

@@ -15,6 +15,7 @@ written), `run_state.json` (stage, status, step, attempts), `run.lock` while a p
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import json
 import os
@@ -46,6 +47,10 @@ MAY_CHANGE_ON_RESUME = (
     "telemetry",
 )
 
+# Values the SLURM launcher derives from the job (the W&B group is its job id): a new job continuing a run folder
+# gets new ones. They are not compared, and the run keeps its own (its W&B run stays in its group).
+DERIVED_FROM_THE_JOB = ("exp_manager.wandb_logger_kwargs.group",)
+
 RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"
 
 
@@ -55,6 +60,7 @@ class RunFolder:
     version: str
     resuming: bool
     owner: bool  # this process created or locked it (rank 0); other ranks only write into it
+    kept: tuple[tuple[str, object], ...] = ()  # (dotted key, the run's own value) for DERIVED_FROM_THE_JOB
 
     @property
     def checkpoint_dir(self) -> str:
@@ -165,6 +171,7 @@ def open_run_folder(settings) -> RunFolder:
         folder = _create_new_folder(experiment)
     if folder.resuming:
         _check_resumable(folder, cfg, stage, trains=settings.stage.loop is Loop.FIT)
+        folder = dataclasses.replace(folder, kept=_kept_from_the_run(folder))
     if owner:
         os.makedirs(os.path.join(folder.path, "state"), exist_ok=True)
         _take_lock(folder)
@@ -249,9 +256,17 @@ def _take_lock(folder: RunFolder) -> None:
     )
 
 
+def _kept_from_the_run(folder: RunFolder) -> tuple[tuple[str, object], ...]:
+    saved_config = os.path.join(folder.path, CONFIG_FILE)
+    if not os.path.isfile(saved_config):
+        return ()
+    saved = OmegaConf.load(saved_config)
+    return tuple((key, OmegaConf.select(saved, key, default=None)) for key in DERIVED_FROM_THE_JOB)
+
+
 def _comparable(cfg: DictConfig) -> dict:
     container = OmegaConf.to_container(cfg, resolve=True)
-    for dotted in MAY_CHANGE_ON_RESUME:
+    for dotted in MAY_CHANGE_ON_RESUME + DERIVED_FROM_THE_JOB:
         *parents, leaf = dotted.split(".")
         node = container
         for part in parents:
@@ -284,7 +299,8 @@ def _check_resumable(folder: RunFolder, cfg: DictConfig, stage: str, trains: boo
             raise ConfigError(
                 "resume",
                 folder.path,
-                f"a run with the same config (only {', '.join(MAY_CHANGE_ON_RESUME)} may change); "
+                f"a run with the same config (only {', '.join(MAY_CHANGE_ON_RESUME)} may change; the W&B group "
+                "derived from a SLURM job is kept from the run); "
                 f"changed: {shown}. Start a new run without resume=",
             )
     if state.get("status") == FINISHED:

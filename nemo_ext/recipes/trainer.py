@@ -70,6 +70,8 @@ def build_trainer(settings, folder: RunFolder, callbacks: list | None = None):
         exp_manager_cfg.version = folder.version
         exp_manager_cfg.use_datetime_version = False
         exp_manager_cfg.resume_if_exists = False  # the run folder picks the checkpoint (run_folder.py)
+    for key, value in folder.kept:  # a continued run keeps what a new SLURM job would derive anew (its W&B group)
+        OmegaConf.update(exp_manager_cfg, key.removeprefix("exp_manager."), value, force_add=True)
     exp_manager(trainer, exp_manager_cfg)
     drop_failing_wandb(trainer)
     return trainer

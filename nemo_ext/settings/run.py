@@ -113,3 +113,20 @@ def require_existing_paths(container: Mapping, keys: Iterable[str]) -> None:
             raise ConfigError(key, value, "a path to an existing file (this key is required)")
         if not os.path.exists(str(value)):
             raise ConfigError(key, value, "a path to an existing file (no such file or directory)")
+
+
+def require_writable_folder(key: str, path: str) -> None:
+    """`path` exists as a folder this process can write, or can be created: its nearest existing ancestor is a
+    writable folder. A read-only file system, missing permission or a file in the way is one config error, before
+    anything is built (NeMo and Hydra would fail later with a traceback)."""
+    absolute = os.path.abspath(path)
+    existing = absolute
+    while not os.path.exists(existing):
+        parent = os.path.dirname(existing)
+        if parent == existing:
+            break
+        existing = parent
+    if not os.path.isdir(existing):
+        raise ConfigError(key, path, f"a folder that can be created ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(key, path, f"a folder this user can write ({existing} is read-only or not writable)")

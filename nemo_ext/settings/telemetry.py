@@ -15,6 +15,8 @@ class TelemetrySettings:
     enabled: bool = True
     log_every_n_steps: int = 1
     oom_snapshot: bool = False
+    # Logged steps at the start of each attempt left out of the step summary and picture (one-time costs).
+    warmup_steps: int = 1
     # Consecutive logged steps on which every group's rewards were equal before "no learning signal" is warned.
     no_signal_warning_steps: int = 10
 
@@ -31,6 +33,9 @@ class TelemetrySettings:
                 "telemetry.log_every_n_steps", raw.get("log_every_n_steps", defaults.log_every_n_steps), minimum=1
             ),
             oom_snapshot=check.boolean("telemetry.oom_snapshot", raw.get("oom_snapshot", defaults.oom_snapshot)),
+            warmup_steps=check.integer(
+                "telemetry.warmup_steps", raw.get("warmup_steps", defaults.warmup_steps), minimum=0
+            ),
             no_signal_warning_steps=check.integer(
                 "telemetry.no_signal_warning_steps",
                 raw.get("no_signal_warning_steps", defaults.no_signal_warning_steps),

@@ -25,6 +25,7 @@ DEVICE_SPELLINGS = "an int > 0, -1 (all GPUs), 'auto', a digit string, a GPU id 
 # the model; bf16 runs, except MagpieTTS's CTC alignment loss ("ctc_loss_cpu" not implemented for 'BFloat16').
 FP16_TRUE = ("16-true",)
 BF16_TRUE = ("bf16-true",)
+TRANSFORMER_ENGINE = ("transformer-engine", "transformer-engine-float16")
 
 
 def _token_accepts(token: str, value: object) -> bool:
@@ -196,6 +197,16 @@ class TrainerSettings:
         """Refuse a precision that fails on this accelerator. `alignment_loss_scale()`: the architecture's CTC
         alignment loss weight (called only for bf16-true on a CPU: it may read the checkpoint)."""
         precision = self.precision
+        if precision in TRANSFORMER_ENGINE:
+            import importlib.util
+
+            if importlib.util.find_spec("transformer_engine") is None:  # Lightning fails only once fit() starts
+                raise ConfigError(
+                    "trainer.precision",
+                    precision,
+                    "32-true, 16-mixed, bf16-mixed, bf16-true or 16-true "
+                    "(transformer-engine precisions need NVIDIA Transformer Engine, not installed here)",
+                )
         if precision not in FP16_TRUE + BF16_TRUE or not self.runs_on_cpu():
             return
         where = f"on the CPU (trainer.accelerator={self.accelerator}; no CUDA device here)"

@@ -26,6 +26,19 @@ def _no_lightning_clipping(settings) -> None:
         )
 
 
+def _no_half_precision_throughout(settings) -> None:
+    # Measured: NeMo 3.0.0's EasyMagpieTTS decoding (streaming_step) feeds float32 inputs to the backbone that
+    # bf16-true / 16-true cast ("expected m1 and m2 to have the same dtype"), after every model is built.
+    precision = settings.trainer.precision
+    if precision in ("bf16-true", "16-true"):
+        raise ConfigError(
+            "trainer.precision",
+            precision,
+            "32-true, 16-mixed or bf16-mixed (NeMo's EasyMagpieTTS decoding passes float32 inputs to a backbone "
+            f"that {precision} casts)",
+        )
+
+
 EASY_ONLINE_PO = Stage(
     name="easy_online_po",
     summary="GRPO of EasyMagpieTTS (decoder-only, a Hugging Face backbone)",
@@ -57,5 +70,5 @@ EASY_ONLINE_PO = Stage(
     manifests=TRAINING_MANIFESTS,
     reference_policy=True,
     reward_terms=True,
-    cross_checks=(_no_lightning_clipping,),
+    cross_checks=(_no_lightning_clipping, _no_half_precision_throughout),
 )

@@ -22,6 +22,7 @@ from nemo_ext.settings.run import (
     check_tiny_fixtures,
     refuse_secrets,
     require_existing_paths,
+    require_writable_folder,
     select,
 )
 from nemo_ext.settings.telemetry import TelemetrySettings
@@ -160,6 +161,8 @@ def _parse(stage: Stage, cfg: DictConfig | Mapping) -> StageSettings:
         run = RunSettings.parse(container, loads_models=False)
         check_tiny_fixtures(run.tiny_root)
         algorithm = stage.parse_algorithm(container)
+        output = algorithm.output_dir or os.path.join(algorithm.datagen_run, "pairs")
+        require_writable_folder("output_dir" if algorithm.output_dir else "datagen_run", output)
         return StageSettings(stage=stage, run=run, algorithm=algorithm, config=_read_only(container))
 
     container = fold_whisper_shortcut(container)
@@ -190,6 +193,7 @@ def _parse(stage: Stage, cfg: DictConfig | Mapping) -> StageSettings:
     for cross_check in stage.cross_checks:
         cross_check(settings)
     require_existing_paths(container, stage.required_paths)
+    require_writable_folder("exp_manager.exp_dir", exp_manager.node.get("exp_dir") or "nemo_experiments")
     trainer.check_precision_runs(lambda: _alignment_loss_scale(settings) if stage.loop is Loop.FIT else 0.0)
     _check_manifests(stage, container, data)
     return settings

@@ -29,7 +29,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from nemo_ext.telemetry import oom_snapshot
-from nemo_ext.telemetry.figures import phase_summary_lines, reduce_across_ranks
+from nemo_ext.telemetry.figures import phase_summary_lines, reduce_across_ranks, steady_state
 from nemo_ext.telemetry.memory import cuda_memory, module_footprint, process_peak_rss_bytes, process_rss_bytes
 from nemo_ext.whisper_dtype import AUTO, to_torch_dtype
 
@@ -45,11 +45,12 @@ def expected_whisper_dtype(pl_module) -> torch.dtype | None:
 
 
 class StepTelemetry(Callback):
-    def __init__(self, log_every_n_steps: int = 1, oom_snapshot: bool = False):
+    def __init__(self, log_every_n_steps: int = 1, oom_snapshot: bool = False, warmup_steps: int = 1):
         if log_every_n_steps < 1:
             raise ValueError(f"telemetry.log_every_n_steps must be >= 1, got {log_every_n_steps}")
         self.log_every_n_steps = log_every_n_steps
         self.oom_snapshot = oom_snapshot
+        self.warmup_steps = warmup_steps  # left out of the summary and the picture (kept in the rank files)
         self._recording = False
         self.last_reduced: dict[str, float] = {}
         self.loaded: dict[str, float] = {}
@@ -178,13 +179,13 @@ class StepTelemetry(Callback):
             if key in last:
                 parts.append(f"{label} {last[key]:.4g} GB ({ranks})")
         rank_zero_info("Memory summary: " + ("; ".join(parts) or "no figures recorded"))
-        for line in phase_summary_lines(self.history, self.phases):
+        for line in phase_summary_lines(self.history, self.phases, self.warmup_steps):
             rank_zero_info(line)
         if trainer.is_global_zero and self.history and self._rank_file:
             from nemo_ext.telemetry.plot import draw_step_anatomy
 
             path = os.path.join(os.path.dirname(self._rank_file), "step_anatomy.png")
-            draw_step_anatomy(self.history, self.phases, path, ranks)
+            draw_step_anatomy(steady_state(self.history, self.warmup_steps), self.phases, path, ranks)
             rank_zero_info(f"Step anatomy: {path}")
             self._safe_log(trainer, lambda logger: _log_image(logger, "memory/step_anatomy", path))
 

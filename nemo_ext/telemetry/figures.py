@@ -32,14 +32,28 @@ def phase_figures(history: list[dict[str, float]], phases: tuple[str, ...]) -> l
     return figures
 
 
-def phase_summary_lines(history: list[dict[str, float]], phases: tuple[str, ...]) -> list[str]:
-    """One line per phase: median seconds over the logged steps, share of the steps' time, highest CUDA peak."""
+def steady_state(history: list[dict[str, float]], warmup_steps: int) -> list[dict[str, float]]:
+    """The logged steps after the first `warmup_steps` (one-time costs: first calls, allocations, librosa's first
+    resample); all of them when there are no more than that."""
+    return history[warmup_steps:] if len(history) > warmup_steps else history
+
+
+def phase_summary_lines(history: list[dict[str, float]], phases: tuple[str, ...], warmup_steps: int = 0) -> list[str]:
+    """A heading, then one line per phase: median seconds over the steady-state steps, share of their time, highest
+    CUDA peak. Warm-up steps are left out and said so (the rank files keep them)."""
     if not history:
         return []
-    return [
+    measured = steady_state(history, warmup_steps)
+    left_out = len(history) - len(measured)
+    steps = [int(row["step"]) for row in measured]
+    heading = f"Step anatomy over steps {steps[0]}-{steps[-1]} ({len(measured)} logged)"
+    if left_out:
+        warm = sum(row["time/step_s"] for row in history[:left_out])
+        heading += f"; left out: {left_out} warm-up step{'s' if left_out > 1 else ''} ({warm:.3g} s, in the rank files)"
+    return [heading] + [
         f"Step anatomy: {f.phase:<20} median {f.median_s:.4g} s, {f.share:6.1%} of step time"
         + (f", peak {f.peak_gb:.4g} GB" if f.peak_gb is not None else "")
-        for f in phase_figures(history, phases)
+        for f in phase_figures(measured, phases)
     ]
 
 
