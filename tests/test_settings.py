@@ -117,6 +117,27 @@ for stage in GRPO_STAGES:
     BLOCK_CASES.append(
         (stage, "telemetry", "telemetry.no_signal_warning_steps=0", "telemetry.no_signal_warning_steps=0 is invalid")
     )
+for stage in MODEL_STAGES:
+    BLOCK_CASES += [
+        (
+            stage,
+            "faults",
+            "faults.collective_timeout_s=0",
+            "faults.collective_timeout_s=0 is invalid; allowed: a number >= 1",
+        ),
+        (
+            stage,
+            "faults",
+            "faults.collective_timeout_s=20 faults.heartbeat_every_s=30",
+            "faults.heartbeat_every_s=30.0 is invalid; allowed: a number below faults.collective_timeout_s (20.0)",
+        ),
+        (
+            stage,
+            "faults",
+            "+faults.timeout=5",
+            "faults.timeout=5 is invalid; allowed: a key of the faults block: collective_timeout_s, heartbeat_every_s",
+        ),
+    ]
 BLOCK_CASES.append(
     (
         "offline_po_datagen",
@@ -241,7 +262,7 @@ def test_every_block_refuses_bad_values_types_and_keys_before_anything_is_writte
 def test_every_stage_and_block_is_covered():
     covered = {(stage, block) for stage, block, _, _ in BLOCK_CASES}
     for stage in MODEL_STAGES:
-        blocks = {"run", "data", "trainer", "exp_manager", "model"} | (
+        blocks = {"run", "data", "trainer", "exp_manager", "faults", "model"} | (
             {"telemetry"} if stage in TELEMETRY_STAGES else set()
         )
         assert {(stage, block) for block in blocks} <= covered, stage
@@ -292,7 +313,18 @@ def test_each_config_node_is_parsed_once_per_run(tiny_config, monkeypatch, stage
     callbacks) parses each block once: the models and callbacks read the settings object."""
     from collections import Counter
 
-    from nemo_ext.settings import data, exp_manager, grpo, offline_po, reward_models, run, telemetry, trainer, whisper
+    from nemo_ext.settings import (
+        data,
+        exp_manager,
+        faults,
+        grpo,
+        offline_po,
+        reward_models,
+        run,
+        telemetry,
+        trainer,
+        whisper,
+    )
 
     calls = Counter()
     parsers = [
@@ -302,6 +334,7 @@ def test_each_config_node_is_parsed_once_per_run(tiny_config, monkeypatch, stage
         telemetry.TelemetrySettings,
         trainer.TrainerSettings,
         exp_manager.ExpManagerSettings,
+        faults.FaultSettings,
         run.RunSettings,
         grpo.GRPOSettings,
         offline_po.DataGenSettings,
@@ -325,6 +358,7 @@ def test_each_config_node_is_parsed_once_per_run(tiny_config, monkeypatch, stage
             "TelemetrySettings": 1,
             "TrainerSettings": 1,
             "ExpManagerSettings": 1,
+            "FaultSettings": 1,
             "RunSettings": 1,
             algorithm: 1,
         }

@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -253,3 +254,136 @@ def test_a_usr1_before_training_starts_ends_in_a_requeue(cluster, tmp_path, tiny
     assert "stopped by SIGUSR1 at step 0; no new checkpoint (nothing trained in this attempt)" in output, output[-4000:]
     state = json.loads((run_dir / "state" / "run_state.json").read_text())
     assert (state["status"], state["global_step"], state["attempts"]) == ("finished", 3, 2)
+
+
+def heartbeat(run_dir: Path, rank: int) -> dict:
+    try:
+        return json.loads((run_dir / "state" / "heartbeat" / f"rank{rank}.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has ended
+
+
+def continued_from(output: str, run_dir: Path) -> int:
+    """The step of the checkpoint the restarted attempt continued from: `[magpie] continuing ... from ...`, the
+    same line from each rank."""
+    lines = {line for line in output.splitlines() if line.startswith(f"[magpie] continuing {run_dir} from ")}
+    assert len(lines) == 1, lines
+    return int(lines.pop().rsplit("step=", 1)[1].split(".")[0].split("-")[0])
+
+
+def fail_rank_1_and_wait(cluster, tmp_path, tiny, hurt, at_step, max_steps, cadence, *overrides):
+    """Submit GRPO on two nodes, `hurt(pid)` rank 1 (on node2) once it has reached `at_step`, and wait for the job
+    to end. Returns (job, run_dir, job log, the pids of the first attempt, seconds from the fault until every
+    rank of the first attempt had ended)."""
+    _, job = submit(
+        cluster,
+        tmp_path,
+        "online_po",
+        *tiny_args("online_po", tiny),
+        f"trainer.max_steps={max_steps}",
+        f"exp_manager.checkpoint_callback_params.every_n_train_steps={cadence}",
+        "faults.heartbeat_every_s=1",
+        *overrides,
+        wait=False,
+    )
+    run_dir = tmp_path / "runs" / "tiny_online_po" / job
+    wait_for(lambda: (heartbeat(run_dir, 1).get("step") or 0) >= at_step, f"rank 1 at step {at_step}")
+    pids = [heartbeat(run_dir, rank)["pid"] for rank in (0, 1)]
+    assert heartbeat(run_dir, 1)["node"] == "node2"
+    hurt_at = time.monotonic()
+    hurt(pids[1])
+    wait_for(lambda: not any(alive(pid) for pid in pids), "every rank of the first attempt to end", 120)
+    ended_after = time.monotonic() - hurt_at
+    wait_until_done(cluster, job)
+    return job, run_dir, (tmp_path / f"job-{job}.out").read_text(), pids, ended_after
+
+
+def assert_continued_from_the_newest_checkpoint(output, run_dir, job, max_steps, cadence):
+    """Both ranks: the first attempt trained 1..k, the restart continued from the newest checkpoint (losing at
+    most the cadence) to the end; the W&B run (the job's one run id) holds both attempts."""
+    restarted = [line for line in output.splitlines() if line.startswith(f"[magpie] job {job}: restart 1 of 2")]
+    assert len(restarted) == 1, output[-4000:]
+    failed_at = int(restarted[0].split("(failed at step ")[1].split(")")[0])
+    start = continued_from(output, run_dir)
+    assert start % cadence == 0 and failed_at - cadence <= start <= failed_at
+    for rank in (0, 1):
+        first, second = step_rows(run_dir / "memory" / f"rank{rank}.jsonl")
+        assert first == list(range(1, len(first) + 1)) and len(first) >= start
+        assert second == list(range(start + 1, max_steps + 1))
+    attempts = [read_offline_run(f) for f in find_offline_runs(str(run_dir.parents[1]))]
+    assert {a.run_id for a in attempts} == {job} and attempts[-1].exit_code == 0
+    trained = [[int(r["trainer/global_step"]) for r in a.history if "train_loss" in r] for a in attempts]
+    assert trained[-1] == list(range(start, max_steps))
+    state = json.loads((run_dir / "state" / "run_state.json").read_text())
+    assert (state["status"], state["global_step"]) == ("finished", max_steps)
+    return failed_at, start
+
+
+def test_a_killed_rank_ends_every_rank_and_the_job_continues_in_place(cluster, tmp_path, tiny):
+    max_steps, cadence = 12, 3
+    job, run_dir, output, pids, ended_after = fail_rank_1_and_wait(
+        cluster, tmp_path, tiny, lambda pid: os.kill(pid, signal.SIGKILL), 5, max_steps, cadence
+    )
+    assert ended_after < 120
+    assert "[magpie] first to end: rank 1 on node2: Killed (signal 9, SIGKILL)" in output, output[-4000:]
+    failed_at, start = assert_continued_from_the_newest_checkpoint(output, run_dir, job, max_steps, cadence)
+    print(f"kill -9 of rank 1 at step {failed_at}: every rank ended {ended_after:.1f} s later; continued from {start}")
+
+
+def test_a_hung_rank_ends_the_job_within_the_collective_timeout_and_it_continues(cluster, tmp_path, tiny):
+    max_steps, cadence, timeout_s = 8, 2, 10
+    job, run_dir, output, pids, ended_after = fail_rank_1_and_wait(
+        cluster,
+        tmp_path,
+        tiny,
+        lambda pid: os.kill(pid, signal.SIGSTOP),
+        3,
+        max_steps,
+        cadence,
+        f"faults.collective_timeout_s={timeout_s}",
+    )
+    # The timeout, then srun's KillWait (5 s in this cluster) for the stopped rank, then process exit.
+    assert ended_after < timeout_s + 60, ended_after
+    assert f"[magpie] rank 1 on node2 (pid {pids[1]}) went quiet" in output, output[-4000:]
+    assert f"[magpie] rank 0 on node1 (pid {pids[0]}) beat until the end" in output
+    failed_at, start = assert_continued_from_the_newest_checkpoint(output, run_dir, job, max_steps, cadence)
+    print(f"SIGSTOP of rank 1 at step {failed_at}: every rank ended {ended_after:.1f} s later; continued from {start}")
+
+
+def test_a_crash_that_repeats_is_not_restarted_and_a_new_job_continues_its_run(cluster, tmp_path, tiny):
+    """Rank 1 dies in set-up in two attempts in a row (a bad node, a model that cannot load): the launcher stops
+    after one restart instead of burning the allocation, says how to continue, and a new job continues the run
+    folder with resume=, in the first job's W&B run and group."""
+    args = (*tiny_args("online_po", tiny), "faults.heartbeat_every_s=1")
+    _, job = submit(cluster, tmp_path, "online_po", *args, "trainer.max_steps=3", wait=False)
+    run_dir = tmp_path / "runs" / "tiny_online_po" / job
+    killed = []
+    for _ in range(2):
+        wait_for(lambda: heartbeat(run_dir, 1).get("pid") not in (None, *killed), "a new attempt's rank 1")
+        killed.append(heartbeat(run_dir, 1)["pid"])
+        assert heartbeat(run_dir, 1)["step"] is None  # not training yet
+        os.kill(killed[-1], signal.SIGKILL)
+    wait_until_done(cluster, job)
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert f"[magpie] job {job}: restart 1 of 2 in place (failed in set-up)" in output, output[-4000:]
+    told = f"[magpie] job {job}: failed twice in set-up: a crash that repeats; not restarting."
+    assert told in output and f"resume={run_dir}" in output
+    assert "restart 2 of 2" not in output
+    assert json.loads((run_dir / "state" / "run_state.json").read_text())["status"] != "finished"
+
+    result, later_job = submit(cluster, tmp_path, "online_po", *args, "trainer.max_steps=3", f"resume={run_dir}")
+    later_output = (tmp_path / f"job-{later_job}.out").read_text()
+    assert result.returncode == 0 and later_job != job, later_output[-4000:]
+    assert json.loads((run_dir / "state" / "run_state.json").read_text())["status"] == "finished"
+    runs = [read_offline_run(f) for f in find_offline_runs(str(tmp_path / "runs"))]
+    finished = [run for run in runs if run.exit_code == 0]
+    assert [(run.run_id, run.group) for run in finished] == [(job, job)]
+    assert [int(r["trainer/global_step"]) for r in finished[0].history if "train_loss" in r] == [0, 1, 2]

@@ -145,6 +145,18 @@ def experiment_dir(settings) -> str:
     return os.path.abspath(os.path.join(exp_dir, settings.run.name))
 
 
+def planned_run_folder(settings) -> str | None:
+    """The folder this launch will use when it is known before the run starts (resume=, or the SLURM job's own),
+    without creating or checking it: the launcher reads the ranks' heartbeats there when a job step fails."""
+    if settings.run.resume:
+        try:
+            return _requested_folder(experiment_dir(settings), str(settings.run.resume))
+        except ConfigError:
+            return None
+    version = _slurm_version()
+    return os.path.join(experiment_dir(settings), version) if version else None
+
+
 def open_run_folder(settings) -> RunFolder:
     """Choose (and on rank 0 create, lock and describe) the run folder for this launch. Raises ConfigError
     before any model is built when continuing is refused."""

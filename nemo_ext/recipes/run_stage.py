@@ -58,6 +58,12 @@ def print_dry_run(settings: StageSettings) -> None:
         f"[dry-run] {settings.stage.name}: config valid, input paths exist{shown} (rank {rank_from_environment()})",
         flush=True,
     )
+    if settings.stage.builds_a_model:
+        from nemo_ext.recipes.run_folder import planned_run_folder
+
+        folder = planned_run_folder(settings)
+        if folder:
+            print(f"[dry-run] run folder: {folder}", flush=True)
 
 
 def fit(settings: StageSettings, callbacks: list) -> StageResult:

@@ -11,11 +11,13 @@ from omegaconf import DictConfig
 
 from nemo_ext.checkpoints import configs_in_checkpoints_allowed
 from nemo_ext.compat import backport_tar_extraction_filter
+from nemo_ext.recipes.heartbeat import Heartbeat
 from nemo_ext.recipes.model_config import writable_config
 from nemo_ext.recipes.run_folder import FAILED, FINISHED, INTERRUPTED, RunFolder, open_run_folder
 from nemo_ext.recipes.run_stopped import EXIT_STOPPED, RunStopped
 from nemo_ext.recipes.stopping import StopOnSignal
 from nemo_ext.recipes.trainer import build_trainer, finish_loggers, manual_gradient_clipping
+from nemo_ext.stages.stage import rank_from_environment
 
 
 class StageRun:
@@ -34,6 +36,7 @@ class StageRun:
         self.stopper = StopOnSignal()
         self.folder: RunFolder | None = None
         self.trainer = None
+        self.heartbeat: Heartbeat | None = None
 
     def __enter__(self) -> StageRun:
         backport_tar_extraction_filter()  # NeMo restores .nemo files with a tarfile API Debian 12's Python lacks
@@ -45,7 +48,14 @@ class StageRun:
             raise
         if self.saves_checkpoints:
             self.stopper.checkpoint_dir = self.folder.checkpoint_dir
+        if self.settings.faults is not None:
+            self.heartbeat = Heartbeat(
+                self.folder.path, int(rank_from_environment()), self.settings.faults.heartbeat_every_s, self._step
+            ).__enter__()
         return self
+
+    def _step(self) -> int | None:
+        return self.trainer.global_step if self.trainer is not None else None
 
     def __exit__(self, kind, error, traceback) -> None:
         try:
@@ -72,11 +82,16 @@ class StageRun:
                     except Exception as logger_error:  # never hide the run's own error behind the logger's
                         warnings.warn(f"could not close the W&B run: {logger_error}", stacklevel=2)
         finally:
+            if self.heartbeat is not None:
+                self.heartbeat.__exit__(None, None, None)
             self.folder.release()
             self.stopper.uninstall()
 
     def _build(self, model_class, model_cfg: DictConfig, callbacks: list):
-        self.trainer = build_trainer(self.settings, self.folder, callbacks=list(callbacks) + [self.stopper])
+        callbacks = list(callbacks) + [self.stopper]
+        if self.heartbeat is not None:
+            callbacks.append(self.heartbeat.training_started())
+        self.trainer = build_trainer(self.settings, self.folder, callbacks=callbacks)
         print(
             f"[magpie] rank {self.trainer.global_rank} of {self.trainer.world_size} on {socket.gethostname()}",
             flush=True,

@@ -44,6 +44,29 @@ def trainer_arguments(trainer, clipped_by_the_model: bool = False) -> dict:
     return trainer_kwargs
 
 
+# Lightning's names for DDP, and whether each finds unused parameters.
+_DDP_STRATEGIES = {
+    "ddp": False,
+    "ddp_find_unused_parameters_false": False,
+    "ddp_find_unused_parameters_true": True,
+}
+
+
+def with_collective_timeout(trainer_kwargs: dict, timeout_s: float) -> dict:
+    """`trainer_kwargs` with a DDP strategy named by string replaced by the same strategy whose process group
+    times out after `timeout_s` (faults.collective_timeout_s): a hung rank then ends the job in that time instead of
+    Lightning's 30 minutes. Other strategies (a single device, FSDP, DeepSpeed) are left as they are."""
+    name = trainer_kwargs.get("strategy")
+    if not isinstance(name, str) or name not in _DDP_STRATEGIES:
+        return trainer_kwargs
+    from datetime import timedelta
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = DDPStrategy(find_unused_parameters=_DDP_STRATEGIES[name], timeout=timedelta(seconds=timeout_s))
+    return {**trainer_kwargs, "strategy": strategy}
+
+
 def build_trainer(settings, folder: RunFolder, callbacks: list | None = None):
     """A Lightning Trainer from the stage's settings, logging and checkpointing set up by NeMo's exp_manager in
     `folder`."""
@@ -54,6 +77,8 @@ def build_trainer(settings, folder: RunFolder, callbacks: list | None = None):
     trainer_kwargs = trainer_arguments(
         settings.trainer, clipped_by_the_model=manual_gradient_clipping(settings) is not None
     )
+    if settings.faults is not None:
+        trainer_kwargs = with_collective_timeout(trainer_kwargs, settings.faults.collective_timeout_s)
     if SLURMEnvironment.detect():
         # Our StopOnSignal handles SIGUSR1 at a batch boundary; Lightning's handler would save inside the
         # signal handler (a deadlock risk under DDP) and requeue before the run has stopped.

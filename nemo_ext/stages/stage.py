@@ -16,6 +16,7 @@ from nemo_ext.errors import ConfigError
 from nemo_ext.settings import fields as check
 from nemo_ext.settings.data import DataSettings
 from nemo_ext.settings.exp_manager import ExpManagerSettings
+from nemo_ext.settings.faults import FaultSettings
 from nemo_ext.settings.model_keys import OUR_KEYS, ModelFamily
 from nemo_ext.settings.run import (
     RunSettings,
@@ -42,6 +43,7 @@ MODEL_STAGE_KEYS = (
     "data",
     "trainer",
     "exp_manager",
+    "faults",
     "model",
 )
 
@@ -143,6 +145,7 @@ class StageSettings:
     trainer: TrainerSettings | None = None
     exp_manager: ExpManagerSettings | None = None
     telemetry: TelemetrySettings | None = None
+    faults: FaultSettings | None = None
 
 
 def _resolved_container(cfg: DictConfig | Mapping) -> dict:
@@ -172,6 +175,7 @@ def _parse(stage: Stage, cfg: DictConfig | Mapping) -> StageSettings:
     check_tiny_fixtures(run.tiny_root)  # before the paths inside it are checked one by one
     trainer = TrainerSettings.parse(container.get("trainer"))
     exp_manager = ExpManagerSettings.parse(container.get("exp_manager"))
+    faults = FaultSettings.parse(container.get("faults"))
     data = DataSettings.parse(container.get("data"), stage.data_keys)
     learns = stage.loop is Loop.FIT
     telemetry = TelemetrySettings.parse(container.get("telemetry"), learns) if stage.telemetry else None
@@ -189,6 +193,7 @@ def _parse(stage: Stage, cfg: DictConfig | Mapping) -> StageSettings:
         trainer=trainer,
         exp_manager=exp_manager,
         telemetry=telemetry,
+        faults=faults,
     )
     for cross_check in stage.cross_checks:
         cross_check(settings)

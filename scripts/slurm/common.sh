@@ -89,21 +89,71 @@ magpie_run_stage() {
     "${MAGPIE_OVERRIDES[@]}")
   echo "[magpie] job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0}): $stage on $nodes node(s) x $tasks_per_node task(s), rendezvous $MASTER_ADDR:$MASTER_PORT"
 
-  # Re-validate on the batch host before starting every rank (inputs can vanish while the job queues).
-  (cd "$repo" && "$python" "$recipe" "${arguments[@]}" dry_run=true)
+  # Re-validate on the batch host before starting every rank (inputs can vanish while the job queues). The dry
+  # run also names the run folder (the job id's, or resume='s): the ranks' heartbeats are read there on a failure.
+  local checked run_dir
+  checked=$(cd "$repo" && "$python" "$recipe" "${arguments[@]}" dry_run=true) || return
+  echo "$checked"
+  run_dir=$(sed -n 's/^\[dry-run\] run folder: //p' <<<"$checked" | head -n 1)
 
   # One task per GPU. On SIGUSR1 (--signal in the sbatch script, before the time limit) or SIGTERM, every rank
   # stops at the next batch boundary, a checkpoint is saved, the W&B run is closed, and the recipe exits 75
   # (nemo_ext/recipes/stopping.py). Only then, with srun returned, is the job requeued: the next attempt
   # continues the same run folder and W&B run (both named by the job id) from that checkpoint.
+  # Any other failure (a rank killed, crashed, or hung past faults.collective_timeout_s: srun then ends every
+  # rank) is reported (which rank, which node, how it ended, where the heartbeats stopped) and restarted in place,
+  # from the run folder's newest checkpoint, at most MAGPIE_MAX_RESTARTS times and never twice from a failure at
+  # the same step (a crash that repeats would only burn the allocation).
   cd "$repo" || return
-  local status=0
-  srun --kill-on-bad-exit=1 --ntasks-per-node="$tasks_per_node" "$python" "$recipe" "${arguments[@]}" || status=$?
-  if ((status == MAGPIE_EXIT_STOPPED)); then
-    local job=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}
-    job=${job:-$SLURM_JOB_ID}
-    echo "[magpie] job $job stopped with its progress saved (exit $status): requeueing it"
-    scontrol requeue "$job"
-  fi
+  local job=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}
+  job=${job:-$SLURM_JOB_ID}
+  local max_restarts=${MAGPIE_MAX_RESTARTS:-2} restarts=0 failed_step="" status step started srun_log
+  local base_port=$MASTER_PORT
+  srun_log=$(mktemp "${TMPDIR:-/tmp}/magpie-srun-$job.XXXXXX")
+  while :; do
+    status=0
+    started=$(date +%s)
+    # A fresh rendezvous port per restart: the previous attempt's store may still hold its port for a moment.
+    MASTER_PORT=$((base_port + restarts))
+    # srun's stderr (the ranks' and srun's own "task N: Killed" lines) goes to the job log and, for the report, to
+    # a file. Inside a `|| true` list errexit is off, so the pipeline's failure is read from PIPESTATUS.
+    {
+      srun --kill-on-bad-exit=1 --ntasks-per-node="$tasks_per_node" "$python" "$recipe" "${arguments[@]}" \
+        2>&1 1>&3 3>&- | tee "$srun_log" 1>&2 3>&-
+      status=${PIPESTATUS[0]}
+    } 3>&1 || true
+    if ((status == 0)); then
+      break
+    fi
+    if ((status == MAGPIE_EXIT_STOPPED)); then
+      echo "[magpie] job $job stopped with its progress saved (exit $status): requeueing it"
+      scontrol requeue "$job"
+      break
+    fi
+    echo "[magpie] job $job: the job step failed (exit $status)" >&2
+    step=set-up
+    if [[ -n "$run_dir" ]]; then
+      step=$("$python" -m nemo_ext.recipes.fault_report --run-folder "$run_dir" --since "$started" \
+        --srun-log "$srun_log") || step=set-up
+    fi
+    local point="at step $step" continue_with
+    if [[ "$step" == set-up ]]; then point="in set-up"; fi
+    continue_with="bash scripts/slurm/submit.sh $stage ${*} resume=${run_dir:-<its run folder>}"
+    if ((restarts >= max_restarts)); then
+      echo "[magpie] job $job: failed $point; not restarting: $restarts of MAGPIE_MAX_RESTARTS=$max_restarts" \
+        "restarts used. Continue it with: $continue_with" >&2
+      break
+    fi
+    if [[ "$step" == "$failed_step" ]]; then
+      echo "[magpie] job $job: failed twice $point: a crash that repeats; not restarting. Fix the cause, then" \
+        "continue it with: $continue_with" >&2
+      break
+    fi
+    failed_step=$step
+    restarts=$((restarts + 1))
+    echo "[magpie] job $job: restart $restarts of $max_restarts in place (failed $point), from the newest" \
+      "checkpoint of ${run_dir:-the run folder}"
+  done
+  rm -f "$srun_log"
   return "$status"
 }

@@ -1,0 +1,129 @@
+"""The pieces the launcher uses when a job step fails, on their own: srun's task lines, the heartbeats of a run
+folder (a real Heartbeat thread writing them), the collective timeout given to Lightning's DDP strategy. The
+two-node tests (tests/test_slurm_two_nodes.py) run them together on real ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+
+from nemo_ext.recipes.fault_report import heartbeats, reached_step, report, task_ends
+from nemo_ext.recipes.heartbeat import Heartbeat, heartbeat_path
+from nemo_ext.recipes.trainer import with_collective_timeout
+
+SRUN_LOG = """\
+Traceback (most recent call last):
+RuntimeError: Connection reset by peer
+srun: error: gpu-07: tasks 8-15: Exited with exit code 1
+srun: launch/slurm: _step_signal: Terminating StepId=1.0
+srun: error: gpu-02: task 3: Segmentation fault
+srun: error: gpu-03: task 4: Killed
+"""
+
+
+def test_srun_task_lines_name_ranks_nodes_and_signals_in_order():
+    ends = task_ends(SRUN_LOG)
+    assert [end.describe() for end in ends] == [
+        "ranks 8-15 on gpu-07: Exited with exit code 1",
+        "rank 3 on gpu-02: Segmentation fault (signal 11, SIGSEGV)",
+        "rank 4 on gpu-03: Killed (signal 9, SIGKILL)",
+    ]
+
+
+def write_beat(folder, rank, step, at, stall=None, node="node1"):
+    path = heartbeat_path(str(folder), rank)
+    (folder / "state" / "heartbeat").mkdir(parents=True, exist_ok=True)
+    beat = {"rank": rank, "node": node, "pid": 100 + rank, "step": step, "time": at, "every_s": 1.0, "stall": stall}
+    with open(path, "w") as f:
+        json.dump(beat, f)
+
+
+def test_the_report_tells_a_quiet_rank_a_stalled_one_and_one_that_beat_to_the_end(tmp_path):
+    now = time.time()
+    write_beat(tmp_path, 0, 7, now)
+    write_beat(tmp_path, 1, 5, now - 30, node="node2")
+    write_beat(tmp_path, 2, 7, now - 0.5, stall={"for_s": 14.2, "step": 6, "since": now - 20})
+    lines = report(str(tmp_path), since=now - 60, srun_log="srun: error: node1: task 0: Exited with exit code 1")
+    assert lines == [
+        "[magpie] first to end: rank 0 on node1: Exited with exit code 1",
+        "[magpie] rank 0 on node1 (pid 100) beat until the end, at step 7",
+        "[magpie] rank 1 on node2 (pid 101) went quiet 30 s before the last heartbeat, at step 5: it hung, was "
+        "stopped, or died first",
+        "[magpie] rank 2 on node1 (pid 102) went quiet for 14 s at step 6 (no heartbeat: the process was stopped or "
+        "frozen), then beat again until the end, at step 7",
+    ]
+    assert reached_step(heartbeats(str(tmp_path), since=now - 60)) == 7
+    # Beats older than the attempt are another attempt's: not reported, and the step is "set-up".
+    assert heartbeats(str(tmp_path), since=now + 1) == []
+    shown = subprocess.run(
+        [sys.executable, "-m", "nemo_ext.recipes.fault_report", "--run-folder", str(tmp_path), "--since", str(now + 1)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout == "set-up\n" and "no rank wrote a heartbeat in this attempt" in shown.stderr
+
+
+def test_a_heartbeat_carries_the_step_once_training_began_and_records_a_stall(tmp_path):
+    steps = iter(range(100))
+    beat = Heartbeat(str(tmp_path), 3, every_s=0.1, step_of=lambda: next(steps))
+    with beat:
+        first = json.loads(open(beat.path).read())
+        assert (first["rank"], first["step"], first["stall"]) == (3, None, None)  # in set-up: no step yet
+        beat.training = True
+        time.sleep(0.35)
+        # A stall as a stopped process sees it: its thread cannot beat for longer than two beats and a second.
+        child = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import sys, time; from nemo_ext.recipes.heartbeat import Heartbeat\n"
+                "h = Heartbeat(sys.argv[1], 5, 0.1, lambda: 42); h.training = True; h.__enter__(); time.sleep(60)",
+                str(tmp_path),
+            ]
+        )
+        try:
+            path = heartbeat_path(str(tmp_path), 5)
+            deadline = time.monotonic() + 60
+            while not (os.path.exists(path) and json.loads(open(path).read())["step"] == 42):
+                assert time.monotonic() < deadline, "the child never beat"
+                time.sleep(0.05)
+            os.kill(child.pid, signal.SIGSTOP)
+            time.sleep(1.8)
+            os.kill(child.pid, signal.SIGCONT)
+            deadline = time.monotonic() + 10
+            while json.loads(open(path).read())["stall"] is None:
+                assert time.monotonic() < deadline, "no stall recorded after a 1.8 s stop"
+                time.sleep(0.05)
+        finally:
+            child.kill()
+            child.wait()
+    stall = json.loads(open(path).read())["stall"]
+    assert stall["step"] == 42 and 1.2 < stall["for_s"] < 10
+    last = json.loads(open(beat.path).read())
+    assert last["step"] is not None and last["stall"] is None
+
+
+@pytest.mark.parametrize(
+    ("name", "finds_unused"),
+    [("ddp", False), ("ddp_find_unused_parameters_true", True), ("ddp_find_unused_parameters_false", False)],
+)
+def test_ddp_strategies_get_the_collective_timeout(name, finds_unused):
+    from lightning.pytorch.strategies import DDPStrategy
+
+    strategy = with_collective_timeout({"strategy": name, "devices": 2}, 42)["strategy"]
+    assert isinstance(strategy, DDPStrategy)
+    assert strategy._timeout == timedelta(seconds=42)
+    assert strategy._ddp_kwargs.get("find_unused_parameters", False) is finds_unused
+
+
+@pytest.mark.parametrize("name", ["auto", "fsdp", "deepspeed"])
+def test_other_strategies_are_left_to_lightning(name):
+    assert with_collective_timeout({"strategy": name}, 42) == {"strategy": name}
