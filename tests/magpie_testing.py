@@ -50,7 +50,7 @@ def run_script(path: str, *args: str, timeout: int = 600) -> subprocess.Complete
 def start_recipe(script: str, *args: str, env: dict, cwd, log_path) -> subprocess.Popen:
     """Start a recipe process without waiting (several ranks at once); output goes to log_path."""
     log = open(log_path, "w")
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, str(REPO / "recipes" / script), *args],
         cwd=cwd,
         env={**os.environ, **env},
@@ -58,6 +58,8 @@ def start_recipe(script: str, *args: str, env: dict, cwd, log_path) -> subproces
         stderr=subprocess.STDOUT,
         text=True,
     )
+    process.log_path = log_path  # a wait that times out shows what the process wrote
+    return process
 
 
 def free_port() -> int:

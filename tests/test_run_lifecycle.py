@@ -52,8 +52,16 @@ def wait_until(condition, process, timeout=300, what="condition"):
     deadline = time.monotonic() + timeout
     while not condition():
         assert process.poll() is None, f"the run ended (exit {process.returncode}) before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}; {_log_tail(process)}"
         time.sleep(0.05)
+
+
+def _log_tail(process) -> str:
+    """The last lines the process wrote, when start_recipe sent them to a file."""
+    path = getattr(process, "log_path", None)
+    if not path or not Path(path).exists():
+        return "no log"
+    return "log tail:\n" + "\n".join(Path(path).read_text(errors="replace").splitlines()[-30:])
 
 
 def wandb_attempts(exp_dir) -> list[dict]:

@@ -136,23 +136,28 @@ def test_each_stage_runs_one_rank_per_node(cluster, tmp_path, tiny, stage):
         assert sorted(json.loads(Path(m).read_text())["item_id"] for m in metrics) == [0, 1, 2, 3]
 
 
-def wait_for(condition, what, seconds=300):
+def wait_for(condition, what, seconds=300, seen=None):
+    """Poll `condition`; past `seconds`, fail with `seen()` (what there was to see: a log's tail, a state)."""
     deadline = time.monotonic() + seconds
     while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() > deadline:
+            shown = f"; saw:\n{seen()}" if seen else ""
+            raise AssertionError(f"timed out after {seconds} s waiting for {what}{shown}")
         time.sleep(0.5)
 
 
 def wait_for_requeue(cluster, job, *updates):
     """Wait until the job is requeued (SLURM then holds it for cred_expire, 10 s in this cluster, before it may
     start again) and apply `updates` to the next attempt, e.g. TimeLimit=00:10:00."""
-    wait_for(lambda: cluster.state(job) == "PENDING BeginTime", "the requeue", 300)
+    wait_for(
+        lambda: cluster.state(job) == "PENDING BeginTime", "the requeue", 300, seen=lambda: repr(cluster.state(job))
+    )
     if updates:
         assert cluster.run("scontrol", "update", f"JobId={job}", *updates).returncode == 0
 
 
 def wait_until_done(cluster, job, seconds=600):
-    wait_for(lambda: cluster.state(job) == "", "the job to end", seconds)
+    wait_for(lambda: cluster.state(job) == "", "the job to end", seconds, seen=lambda: repr(cluster.state(job)))
 
 
 def step_rows(path: Path) -> list[list[int]]:
@@ -227,7 +232,13 @@ def test_the_launchers_own_signal_ends_in_a_requeue_that_continues(cluster, tmp_
     def second_attempt_trained():
         return "(restart 1)" in log_text() and len(attempts(1)[1]) >= 2
 
-    wait_for(second_attempt_trained, "the second attempt's steps")
+    def log_tail():
+        return "\n".join(log_text().splitlines()[-30:])
+
+    # Each wait is for one thing, with its own deadline, from the moment the previous one ended: on a busy machine
+    # the requeued attempt's imports alone take a minute.
+    wait_for(lambda: "(restart 1)" in log_text(), "the requeued attempt to start", 300, seen=log_tail)
+    wait_for(second_attempt_trained, "the second attempt's steps", 300, seen=log_tail)
     assert cluster.run("scancel", job).returncode == 0
     wait_until_done(cluster, job)
     output = job_log.read_text()
