@@ -63,3 +63,19 @@ def test_rendezvous_fails_in_seconds_when_the_first_node_resolves_to_nothing(tmp
     assert result.returncode == 2
     assert "the first node m1.invalid (NodeAddr m1.invalid) resolves to no IPv4 address" in result.stderr
     assert seconds < 30
+
+
+@pytest.mark.parametrize("value", ["x", "-1", "1.5"])
+def test_a_bad_restart_bound_is_refused_before_anything_is_queued(tmp_path, value):
+    import os
+
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts/slurm/submit.sh"), "online_po", "--config-name", "online_po_tiny"],
+        cwd=tmp_path,
+        env={**os.environ, "MAGPIE_MAX_RESTARTS": value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"launcher: MAGPIE_MAX_RESTARTS={value} is invalid; allowed: a whole number >= 0")

@@ -65,6 +65,15 @@ magpie_split_args() {
   done
 }
 
+# The launcher's own settings, checked on the login node (submit.sh) and again on the batch host.
+magpie_check_launcher_settings() {
+  if ! [[ "${MAGPIE_MAX_RESTARTS:-2}" =~ ^[0-9]+$ ]]; then
+    echo "launcher: MAGPIE_MAX_RESTARTS=${MAGPIE_MAX_RESTARTS} is invalid; allowed: a whole number >= 0 (in-place" \
+      "restarts after a dead or hung rank; default 2)" >&2
+    return 2
+  fi
+}
+
 magpie_run_stage() {
   local stage=$1
   shift
@@ -84,6 +93,7 @@ magpie_run_stage() {
   magpie_export_rendezvous || return
 
   local recipe="$repo/recipes/$stage.py"
+  magpie_check_launcher_settings || return
   magpie_split_args "$@"
   local arguments=("${MAGPIE_HYDRA_OPTIONS[@]}" "trainer.num_nodes=$nodes" "trainer.devices=$tasks_per_node"
     "${MAGPIE_OVERRIDES[@]}")

@@ -20,6 +20,7 @@ python=${MAGPIE_PYTHON:-python}
 
 # shellcheck source=scripts/slurm/common.sh
 source "$repo/scripts/slurm/common.sh"
+magpie_check_launcher_settings
 magpie_split_args "$@"
 (cd "$repo" && "$python" "recipes/$stage.py" "${MAGPIE_HYDRA_OPTIONS[@]}" "trainer.num_nodes=$nodes" \
   "trainer.devices=$tasks_per_node" "${MAGPIE_OVERRIDES[@]}" dry_run=true)
