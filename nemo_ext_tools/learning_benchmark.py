@@ -113,12 +113,25 @@ def summary_rows(curves: list[Curve], window: int, metrics: dict[str, tuple[str,
     return rows
 
 
-def draw(curves: list[Curve], path: str, smooth: int = 5, metrics: dict[str, tuple[str, ...]] | None = None) -> str:
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend (no display on a login node or in CI)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(plt, figure, path: str) -> str:
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def draw(curves: list[Curve], path: str, smooth: int = 5, metrics: dict[str, tuple[str, ...]] | None = None) -> str:
+    plt = _pyplot()
     panels = [
         (experiment, metric)
         for experiment in dict.fromkeys(c.experiment for c in curves)
@@ -135,10 +148,7 @@ def draw(curves: list[Curve], path: str, smooth: int = 5, metrics: dict[str, tup
         axis.set_xlabel("optimizer step")
         axis.set_ylabel(f"{metric} ({smooth}-step mean; raw faint)", fontsize="small")
         axis.legend(fontsize="small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 def optimizer_steps(curve: Curve) -> list[int]:
@@ -178,11 +188,7 @@ def variant_rows(curves: list[Curve]) -> list[str]:
 
 def draw_variants(curves: list[Curve], path: str, smooth: int = 3) -> str:
     """Mean reward over the seeds against optimizer steps and against cumulative rollout seconds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     figure, (by_step, by_seconds) = plt.subplots(1, 2, figsize=(12, 4.2))
     for experiment in dict.fromkeys(c.experiment for c in curves):
         mine = [c for c in curves if c.experiment == experiment]
@@ -198,7 +204,4 @@ def draw_variants(curves: list[Curve], path: str, smooth: int = 3) -> str:
     for axis in (by_step, by_seconds):
         axis.set_ylabel(f"learning/reward_mean (mean over seeds, {smooth}-batch mean)", fontsize="small")
         axis.legend(fontsize="x-small")
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)

@@ -50,7 +50,8 @@ def test_the_report_tells_a_quiet_rank_a_stalled_one_and_one_that_beat_to_the_en
     write_beat(tmp_path, 0, 7, now)
     write_beat(tmp_path, 1, 5, now - 30, node="node2")
     write_beat(tmp_path, 2, 7, now - 0.5, stall={"for_s": 14.2, "step": 6, "since": now - 20})
-    lines = report(str(tmp_path), since=now - 60, srun_log="srun: error: node1: task 0: Exited with exit code 1")
+    beats = heartbeats(str(tmp_path), since=now - 60)
+    lines = report(beats, "srun: error: node1: task 0: Exited with exit code 1", str(tmp_path))
     assert lines == [
         "[magpie] first to end: rank 0 on node1: Exited with exit code 1",
         "[magpie] rank 0 on node1 (pid 100) beat until the end, at step 7",
@@ -59,7 +60,7 @@ def test_the_report_tells_a_quiet_rank_a_stalled_one_and_one_that_beat_to_the_en
         "[magpie] rank 2 on node1 (pid 102) went quiet for 14 s at step 6 (no heartbeat: the process was stopped or "
         "frozen), then beat again until the end, at step 7",
     ]
-    assert reached_step(heartbeats(str(tmp_path), since=now - 60)) == 7
+    assert reached_step(beats) == 7
     # Beats older than the attempt are another attempt's: not reported, and the step is "set-up".
     assert heartbeats(str(tmp_path), since=now + 1) == []
     shown = subprocess.run(

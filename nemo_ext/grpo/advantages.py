@@ -22,6 +22,15 @@ def scaling(value) -> str:
     return value
 
 
+def _scaled(advantage, scale: str, group_std, batch_std):
+    """Both families' scaling of one centred reward: by the group's std, the batch's, or not at all."""
+    if scale == "group":
+        return advantage / (group_std + EPSILON)
+    if scale == "batch":
+        return advantage / (batch_std + EPSILON)
+    return advantage
+
+
 def magpietts_advantages(rewards: list[float], group_size: int, scale: str) -> list:
     """MagpieTTSModelOnlinePO.generate_and_reward's arithmetic; `batch` divides by the whole batch's std."""
     batch_std = np.std(rewards) if scale == "batch" else None
@@ -33,13 +42,7 @@ def magpietts_advantages(rewards: list[float], group_size: int, scale: str) -> l
             mean_reward += reward
         mean_reward /= group_size
         std_reward = np.std(group)
-        for reward in group:
-            advantage = reward - mean_reward
-            if scale == "group":
-                advantage = advantage / (std_reward + EPSILON)
-            elif scale == "batch":
-                advantage = advantage / (batch_std + EPSILON)
-            advantages.append(advantage)
+        advantages.extend(_scaled(reward - mean_reward, scale, std_reward, batch_std) for reward in group)
     return advantages
 
 
@@ -51,13 +54,7 @@ def easy_magpietts_advantages(rewards: list[float], group_size: int, scale: str)
         group = rewards[start : start + group_size]
         mean_reward = float(np.mean(group))
         std_reward = float(np.std(group))
-        for reward in group:
-            advantage = reward - mean_reward
-            if scale == "group":
-                advantage = advantage / (std_reward + EPSILON)
-            elif scale == "batch":
-                advantage = advantage / (batch_std + EPSILON)
-            advantages.append(float(advantage))
+        advantages.extend(float(_scaled(reward - mean_reward, scale, std_reward, batch_std)) for reward in group)
     return advantages
 
 

@@ -68,13 +68,13 @@ def reached_step(beats: list[dict]) -> int | None:
     return max(steps) if steps else None
 
 
-def report(run_folder: str, since: float, srun_log: str) -> list[str]:
+def report(beats: list[dict], srun_log: str, run_folder: str) -> list[str]:
+    """The report's lines from this attempt's heartbeats (`heartbeats(run_folder, since)`) and srun's stderr."""
     lines = []
     ends = task_ends(srun_log)
     if ends:
         lines.append(f"[magpie] first to end: {ends[0].describe()}")
         lines.extend(f"[magpie] then: {end.describe()}" for end in ends[1:])
-    beats = heartbeats(run_folder, since)
     if not beats:
         lines.append(f"[magpie] no rank wrote a heartbeat in this attempt ({run_folder}/{HEARTBEAT_DIR})")
         return lines
@@ -110,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.srun_log and os.path.isfile(args.srun_log):
         with open(args.srun_log, errors="replace") as f:
             srun_log = f.read()
-    for line in report(args.run_folder, args.since, srun_log):
+    beats = heartbeats(args.run_folder, args.since)
+    for line in report(beats, srun_log, args.run_folder):
         print(line, file=sys.stderr, flush=True)
-    step = reached_step(heartbeats(args.run_folder, args.since))
+    step = reached_step(beats)
     print("set-up" if step is None else step)
     return 0
 
