@@ -128,3 +128,30 @@ def test_ddp_strategies_get_the_collective_timeout(name, finds_unused):
 @pytest.mark.parametrize("name", ["auto", "fsdp", "deepspeed"])
 def test_other_strategies_are_left_to_lightning(name):
     assert with_collective_timeout({"strategy": name}, 42) == {"strategy": name}
+
+
+def test_each_finished_step_beats_so_the_file_is_never_behind_a_saved_checkpoint(tmp_path):
+    """The launcher's "failed at step N" comes from the beats; the restart continues from the newest checkpoint.
+    With a beat only every `every_s`, a rank could save step 6 and die before its file said more than 5 (seen in
+    CI). A real Trainer with a minute between timed beats: the file still says the last step, the checkpoint's."""
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    beat = Heartbeat(str(tmp_path), 0, every_s=60, step_of=lambda: trainer.global_step)
+    checkpoints = ModelCheckpoint(dirpath=tmp_path / "checkpoints", every_n_train_steps=3, save_top_k=-1)
+    trainer = pl.Trainer(
+        max_steps=6,
+        callbacks=[beat.training_started(), checkpoints],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+    )
+    torch.manual_seed(0)
+    with beat:
+        trainer.fit(BoringModel())
+        step_in_file = json.loads(open(beat.path).read())["step"]
+    saved = sorted(int(p.stem.split("step=")[1]) for p in (tmp_path / "checkpoints").glob("*.ckpt"))
+    assert saved == [3, 6] and step_in_file == 6

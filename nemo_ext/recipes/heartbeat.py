@@ -2,7 +2,9 @@
 `faults.heartbeat_every_s` with the rank's node, pid, step and the time. A stopped or killed process stops beating;
 a rank stuck in a call keeps beating at the same step. A stopped process that is continued (srun sends SIGCONT
 before it ends a job step) beats again, so each beat also carries the longest stall of the attempt: the longest
-gap between two beats, and the step it began at. When a job fails, the launcher reads the files
+gap between two beats, and the step it began at. Each finished step also beats at once, so the step in the file is
+never behind a checkpoint the rank saved (the launcher's "failed at step" must not be older than the checkpoint the
+restart continues from). When a job fails, the launcher reads the files
 (nemo_ext/recipes/fault_report.py) to say which rank went quiet and at which step."""
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Heartbeat:
         self.path = heartbeat_path(run_folder, rank)
         self.rank, self.every_s, self.step_of = rank, every_s, step_of
         self._stop = threading.Event()
+        self._writing = threading.Lock()  # the thread and a finished step both write the file
         self.training = False  # set by the training_started() callback
         self.stall: dict | None = None  # {"for_s", "step", "since"}: the longest gap of more than two beats
         self._thread = threading.Thread(target=self._beat_until_stopped, name="magpie-heartbeat", daemon=True)
@@ -54,7 +57,8 @@ class Heartbeat:
 
     def training_started(self):
         """A Lightning callback that lets the beats carry the trainer's step once training has begun (after a
-        checkpoint was restored): before that a beat's step is null, "in set-up"."""
+        checkpoint was restored): before that a beat's step is null, "in set-up". It also beats after each
+        finished step."""
         from lightning.pytorch import Callback
 
         heartbeat = self
@@ -62,6 +66,9 @@ class Heartbeat:
         class TrainingStarted(Callback):
             def on_train_start(self, trainer, pl_module) -> None:
                 heartbeat.training = True
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+                heartbeat.beat()
 
         return TrainingStarted()
 
@@ -78,9 +85,10 @@ class Heartbeat:
         }
         temporary = f"{self.path}.{os.getpid()}.tmp"
         try:
-            with open(temporary, "w") as f:
+            with self._writing, open(temporary, "w") as f:
                 json.dump(content, f)
-            os.replace(temporary, self.path)
+                f.flush()
+                os.replace(temporary, self.path)
         except OSError:  # a full or vanished disk must not end the run; the report then says the beat stopped
             pass
 
