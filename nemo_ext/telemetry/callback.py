@@ -5,7 +5,8 @@ worst rank.
 
 Logged names (GB = 1e9 bytes). Each figure is logged as the max over ranks under its own name, with `_min` and
 `_mean` siblings:
-  at fit/test start: whisper/weights_bytes, whisper/weights_gb, whisper/param_count, whisper/bytes_per_param,
+  at fit/test start: whisper/weights_bytes, whisper/weights_gb, whisper/param_count, whisper/bytes_per_param (the
+                     last two for a torch Whisper; a CTranslate2 one's weights_bytes is what its load took),
                      gpu/allocated_gb (after Lightning moved and cast the model)
   per step / batch:  time/step_s, time/<phase>_s for every phase the model declares (seconds of its own, phases
                      nested in it excluded; time/other_s is the rest of the step), gpu/<phase>_peak_allocated_gb,
@@ -39,9 +40,15 @@ GB = 1e9
 def expected_whisper_dtype(pl_module) -> torch.dtype | None:
     """What `model.whisper.dtype` asked for: the dtype `auto` resolved to at load time, or the explicit one."""
     settings = getattr(pl_module, "whisper_settings", None)
-    if settings is None:
+    if settings is None or settings.on_ctranslate2:  # CTranslate2 keeps its weights outside torch's casts
         return None
     return pl_module.whisper_dtype_at_load if settings.dtype == AUTO else to_torch_dtype(settings.dtype)
+
+
+def whisper_footprint(whisper):
+    """A torch Whisper's parameters and buffers; a CTranslate2 one's memory as measured at load (it allocates
+    outside torch: nemo_ext/whisper_ct2.py)."""
+    return whisper.footprint() if hasattr(whisper, "footprint") else module_footprint(whisper)
 
 
 class StepTelemetry(Callback):
@@ -86,22 +93,23 @@ class StepTelemetry(Callback):
                 rank_zero_warn("telemetry.oom_snapshot: no CUDA device, so no memory history is recorded")
         whisper = getattr(pl_module, "whisper_model", None)
         if whisper is not None:
-            self._log_dtypes(trainer, pl_module, module_footprint(whisper))
+            self._log_dtypes(trainer, pl_module, whisper_footprint(whisper))
 
     def _report_loaded(self, trainer, pl_module):
         figures = self._process_figures(pl_module.device)
         figures.pop("gpu/peak_allocated_gb", None)
         whisper = getattr(pl_module, "whisper_model", None)
         if whisper is not None:
-            footprint = module_footprint(whisper)
+            footprint = whisper_footprint(whisper)
             figures.update(
                 {
                     "whisper/weights_bytes": float(footprint.weights_bytes),
                     "whisper/weights_gb": footprint.weights_bytes / GB,
-                    "whisper/param_count": float(footprint.param_count),
-                    "whisper/bytes_per_param": footprint.bytes_per_param,
                 }
             )
+            if footprint.param_count:
+                figures["whisper/param_count"] = float(footprint.param_count)
+                figures["whisper/bytes_per_param"] = footprint.bytes_per_param
         self.loaded = self._reduce_and_log(trainer, figures, step=trainer.global_step, phase="load")
 
     def _log_dtypes(self, trainer, pl_module, footprint):
@@ -166,9 +174,14 @@ class StepTelemetry(Callback):
         parts = []
         if "whisper/weights_gb" in loaded:
             configured, in_memory = self.dtypes
+            per_param = (
+                f"{loaded['whisper/bytes_per_param']:g} bytes/param, {int(loaded['whisper/param_count'])} params"
+                if "whisper/param_count" in loaded
+                else "measured at load"
+            )
             parts.append(
                 f"whisper weights {loaded['whisper/weights_gb']:.4g} GB in {in_memory} (configured {configured}; "
-                f"{loaded['whisper/bytes_per_param']:g} bytes/param, {int(loaded['whisper/param_count'])} params)"
+                f"{per_param})"
             )
         ranks = "one rank" if trainer.world_size == 1 else f"worst of {trainer.world_size} ranks"
         for key, label in (

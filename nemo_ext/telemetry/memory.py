@@ -14,7 +14,7 @@ import torch
 class ModuleFootprint:
     param_bytes: int
     buffer_bytes: int
-    param_count: int
+    param_count: int | None  # None: not known (a CTranslate2 model does not list its weights)
     dtypes: tuple[str, ...]  # of the parameters, sorted
     device: str
 
