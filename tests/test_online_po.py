@@ -124,3 +124,31 @@ def test_whisper_batch_size_caps_clips_per_generate_call(tiny_config, batch_size
         callbacks=[CountGenerateCalls()],
     )
     assert CountGenerateCalls.calls == generate_calls
+
+
+@pytest.mark.parametrize("iterations", [1, 2], ids=["nemo-step", "several-updates"])
+def test_empty_cuda_cache_every_step_false_skips_nemos_call_before_each_step(tiny_config, monkeypatch, iterations):
+    """NeMo's training_step (and our several-updates step) begins with torch.cuda.empty_cache(); the switch skips
+    exactly that call. A counting wrapper around the real function (a no-op without CUDA) sees every call."""
+    counts = {}
+    original = torch.cuda.empty_cache
+    for keep in ("true", "false"):
+        calls = []
+
+        def counting(calls=calls):
+            calls.append(1)
+            return original()
+
+        monkeypatch.setattr(torch.cuda, "empty_cache", counting)
+        run = ONLINE_PO.run(
+            tiny_config(
+                "online_po_tiny",
+                "trainer.max_steps=2",
+                f"model.num_iterations={iterations}",
+                f"model.empty_cuda_cache_every_step={keep}",
+            )
+        )
+        counts[keep] = len(calls)
+        monkeypatch.undo()
+    rollout_batches = run.trainer.global_step // iterations
+    assert counts["true"] - counts["false"] == rollout_batches == 2 // iterations, counts

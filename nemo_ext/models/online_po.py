@@ -6,6 +6,7 @@ import contextlib
 import os
 
 import soundfile as sf
+import torch
 from nemo.collections.tts.models import MagpieTTSModel
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 from omegaconf import DictConfig
@@ -22,6 +23,7 @@ from nemo_ext.settings.grpo import GRPOSettings
 from nemo_ext.telemetry import phases
 from nemo_ext.telemetry.anatomy import StepAnatomy
 from nemo_ext.telemetry.learning import policy_entropy
+from nemo_ext.upstream_names import ModuleWith, names_replaced
 from nemo_ext.upstream_phases import upstream_reward_phases_timed
 from nemo_ext.whisper_asr import upstream_uses_working_transcription
 
@@ -197,4 +199,10 @@ class MagpieTTSOnlinePO(PolicyUpdates, GRPOLearningHealth, RewardModelsMixin, up
     def training_step(self, batch, batch_idx):
         if not self.automatic_optimization:
             return self._several_updates_step(batch)
-        return super().training_step(batch, batch_idx)
+        if self.settings.empty_cuda_cache_every_step:
+            return super().training_step(batch, batch_idx)
+        # NeMo's training_step begins with torch.cuda.empty_cache(): skipped by pointing its module's `torch` at one
+        # whose cuda.empty_cache does nothing, for this call only (infer_batch's own call, in magpietts.py, stays).
+        keep_cache = ModuleWith(torch, cuda=ModuleWith(torch.cuda, empty_cache=lambda: None))
+        with names_replaced(upstream, torch=keep_cache):
+            return super().training_step(batch, batch_idx)

@@ -189,7 +189,8 @@ class PolicyUpdates:
         others against the first update's log-probs, clipped. Lightning counts each as a step."""
         settings = self.settings
         self._learning_step = {}
-        torch.cuda.empty_cache()  # as NeMo's training_step
+        if settings.empty_cuda_cache_every_step:
+            torch.cuda.empty_cache()  # as NeMo's training_step
         rollouts = self._rollouts(batch, settings.n_generations_per_item, "train")
         optimizer = self.optimizers()
         schedulers = self.lr_schedulers()

@@ -57,6 +57,9 @@ MAGPIETTS_RULES = {
     ),
     "epsilon_high": rules.number(None, above=0.0, none=True, why="null: epsilon"),
     "skip_zero_std_groups": rules.boolean(False),
+    # NeMo's training_step calls torch.cuda.empty_cache() first thing; false skips that call (the allocator keeps
+    # its cached blocks between steps). Measured by scripts/gpu_report.sh.
+    "empty_cuda_cache_every_step": rules.boolean(True),
     "grpo_beta": rules.number(
         None, minimum=0.0, why="the KL weight; NeMo has no default and fails at step 1 without one"
     ),
@@ -132,6 +135,7 @@ class GRPOSettings:
     easy: Mapping[str, object] | None = None  # EasyMagpieTTS's further keys (entropy_coeff, max_grad_norm, ...)
     reward_scaling: str = "group"  # scale_rewards as one of group | batch | none
     num_iterations: int = 1
+    empty_cuda_cache_every_step: bool = True
     epsilon: float = 0.2
     epsilon_high: float = 0.2
     skip_zero_std_groups: bool = False
@@ -258,6 +262,7 @@ class GRPOSettings:
                 epsilon=epsilon,
                 epsilon_high=epsilon if epsilon_high is None else epsilon_high,
                 skip_zero_std_groups=read("skip_zero_std_groups"),
+                empty_cuda_cache_every_step=read("empty_cuda_cache_every_step"),
             )
         else:
             extra = {name: read(name) for name in EASY_RULES if name not in COMMON_RULES and name not in settings}

@@ -43,6 +43,7 @@ ONLINE_PO = Stage(
             "epsilon",
             "epsilon_high",
             "skip_zero_std_groups",
+            "empty_cuda_cache_every_step",
         }
     ),
     deliberate_defaults={
