@@ -21,11 +21,11 @@ __all__ = [
 ]
 
 
-def parse_whisper_dtype(value: object, key: str = "whisper.dtype") -> str:
-    """The canonical dtype name for a config value or, from code, a torch dtype."""
+def parse_whisper_dtype(value: object, key: str = "whisper.dtype", allow_int8: bool = False) -> str:
+    """The canonical dtype name for a config value or, from code, a torch dtype (`int8`: CTranslate2 only)."""
     if isinstance(value, torch.dtype):
         value = str(value).removeprefix("torch.")
-    return whisper_settings.parse_whisper_dtype(value, key)
+    return whisper_settings.parse_whisper_dtype(value, key, allow_int8=allow_int8)
 
 
 def to_torch_dtype(canonical: str) -> torch.dtype:

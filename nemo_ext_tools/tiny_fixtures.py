@@ -138,10 +138,19 @@ def _write_jsonl(path, rows):
         f.writelines(json.dumps(row) + "\n" for row in rows)
 
 
-def _tiny_codec(levels=FSQ_LEVELS):
+def _tiny_codec(
+    levels=FSQ_LEVELS,
+    num_codebooks: int = NUM_CODEBOOKS,
+    encoder_channels: int = 4,
+    decoder_channels: int = 64,
+    resblocks: tuple[list[int], list[int]] = ([3], [1]),
+):
+    """A HiFiGAN codec at 22.05 kHz and 1024 samples per frame (21.5 frames per second, MagpieTTS's); the
+    published-size fixtures (published_fixtures.py) widen it and give it 8 codebooks."""
     from nemo.collections.tts.models import AudioCodecModel
 
-    latent = NUM_CODEBOOKS * len(levels)
+    latent = num_codebooks * len(levels)
+    kernels, dilations = resblocks
     cfg = {
         "sample_rate": SAMPLE_RATE,
         "samples_per_frame": SAMPLES_PER_FRAME,
@@ -157,24 +166,24 @@ def _tiny_codec(levels=FSQ_LEVELS):
             "_target_": "nemo.collections.tts.modules.audio_codec_modules.HiFiGANEncoder",
             "down_sample_rates": [2, 2, 4, 8, 8],
             "encoded_dim": latent,
-            "base_channels": 4,
+            "base_channels": encoder_channels,
             "activation": "lrelu",
-            "resblock_kernel_sizes": [3],
-            "resblock_dilation_sizes": [1],
+            "resblock_kernel_sizes": kernels,
+            "resblock_dilation_sizes": dilations,
         },
         "audio_decoder": {
             "_target_": "nemo.collections.tts.modules.audio_codec_modules.HiFiGANDecoder",
             "up_sample_rates": [8, 8, 4, 2, 2],
             "input_dim": latent,
-            "base_channels": 64,
+            "base_channels": decoder_channels,
             "activation": "lrelu",
             "output_activation": "tanh",
-            "resblock_kernel_sizes": [3],
-            "resblock_dilation_sizes": [1],
+            "resblock_kernel_sizes": kernels,
+            "resblock_dilation_sizes": dilations,
         },
         "vector_quantizer": {
             "_target_": "nemo.collections.tts.modules.audio_codec_modules.GroupFiniteScalarQuantizer",
-            "num_groups": NUM_CODEBOOKS,
+            "num_groups": num_codebooks,
             "num_levels_per_group": levels,
         },
         # No discriminator: the real one downloads microsoft/wavlm-base-plus.

@@ -20,6 +20,9 @@ SCRIPT = os.path.join(
 )
 
 
+CT2_PREFIX = "ct2:"  # --dtypes ct2:int8,ct2:fp32: the CTranslate2 backend in that dtype
+
+
 @dataclass
 class BenchmarkSpec:
     pretrained: str
@@ -29,6 +32,7 @@ class BenchmarkSpec:
     language: str | None
     device: str  # cpu | cuda
     attn_implementation: str = "sdpa"
+    ct2_pretrained: str | None = None  # the CTranslate2 directory of the `ct2:<dtype>` rows (<pretrained>-ct2)
     texts: list[str] | None = None  # the manifest's text per file: CER against it
     groups: list[int] | None = None  # the manifest's group per file: variants of one text (voices, speeds)
 
@@ -85,12 +89,20 @@ def measure_dtype(spec: BenchmarkSpec, dtype: str) -> dict:
     from nemo_ext.whisper_asr import load_whisper, transcribe_with_whisper
 
     cuda = spec.device == "cuda"
-    settings = WhisperSettings.parse(
-        {"pretrained": spec.pretrained, "dtype": dtype, "attn_implementation": spec.attn_implementation}
-    )
-    processor, model = load_whisper(settings)
-    model.to(spec.device)
-    footprint = module_footprint(model)
+    if dtype.startswith(CT2_PREFIX):  # model.whisper.backend=ctranslate2, in the dtype after the prefix
+        from nemo_ext.settings.whisper import parse_whisper_dtype
+        from nemo_ext.whisper_ct2 import load_ct2_whisper
+
+        canonical = parse_whisper_dtype(dtype[len(CT2_PREFIX) :], key="--dtypes", allow_int8=True)
+        processor, model = load_ct2_whisper(spec.ct2_pretrained or f"{spec.pretrained}-ct2", canonical, spec.device)
+        footprint = model.footprint()
+    else:
+        settings = WhisperSettings.parse(
+            {"pretrained": spec.pretrained, "dtype": dtype, "attn_implementation": spec.attn_implementation}
+        )
+        processor, model = load_whisper(settings)
+        model.to(spec.device)
+        footprint = module_footprint(model)
 
     def sync():
         if cuda:
@@ -121,8 +133,8 @@ def measure_dtype(spec: BenchmarkSpec, dtype: str) -> dict:
             "transcripts": [t.strip() for t in transcripts],
         }
 
-    backend = "n/a (CPU)"
-    if cuda:
+    backend = "n/a (CPU)" if not dtype.startswith(CT2_PREFIX) else "CTranslate2"
+    if cuda and not dtype.startswith(CT2_PREFIX):
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CUDA]) as profiler:

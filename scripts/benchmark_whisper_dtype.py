@@ -1,6 +1,6 @@
 """Benchmark the Whisper reward model per dtype: weights, peak memory, latency, samples/s, agreement with fp32.
 
-    python scripts/benchmark_whisper_dtype.py --audio MANIFEST_OR_WAV_DIR [--dtypes fp32,fp16,bf16,auto]
+    python scripts/benchmark_whisper_dtype.py --audio MANIFEST_OR_WAV_DIR [--dtypes fp32,fp16,bf16,auto,ct2:int8]
         [--batch-sizes 1,8] [--num-samples 100] [--language it] [--device auto|cpu|cuda]
         [--config-name online_po] [--out benchmarks/out/whisper_dtype] [Hydra overrides ...]
 
@@ -41,7 +41,10 @@ def spec_from_args(args) -> BenchmarkSpec:
     whisper = WhisperSettings.parse(cfg["model"]["whisper"])
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     for dtype in dtypes:
-        parse_whisper_dtype(dtype, key="--dtypes")
+        if dtype.startswith("ct2:"):  # the CTranslate2 backend (model.whisper.backend=ctranslate2) in that dtype
+            parse_whisper_dtype(dtype[len("ct2:") :], key="--dtypes", allow_int8=True)
+        else:
+            parse_whisper_dtype(dtype, key="--dtypes")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     texts, groups = manifest_columns(args.audio, args.num_samples)
     return BenchmarkSpec(
@@ -54,6 +57,7 @@ def spec_from_args(args) -> BenchmarkSpec:
         language=args.language or None,
         device=device,
         attn_implementation=whisper.attn_implementation,
+        ct2_pretrained=args.ct2_pretrained,
     )
 
 
@@ -73,6 +77,7 @@ def main() -> None:
     parser.add_argument("--language", default="en", help="'' for none (English-only checkpoints ignore it)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--config-name", default="online_po")
+    parser.add_argument("--ct2-pretrained", help="CTranslate2 directory of ct2:<dtype> rows (<pretrained>-ct2)")
     parser.add_argument("--out", default="benchmarks/out/whisper_dtype")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.whisper.pretrained=/models/w")
     args = parser.parse_args()

