@@ -28,13 +28,20 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import soundfile as sf
 import torch
 from omegaconf import OmegaConf
 
-from nemo_ext_tools.tiny_fixtures import SAMPLE_RATE, _tiny_codec, build_tiny_fixtures, tiny_magpie_architecture
+from nemo_ext_tools.tiny_fixtures import (
+    SAMPLE_RATE,
+    _tiny_codec,
+    build_tiny_fixtures,
+    record_fixtures,
+    stored_fixtures,
+    tiny_magpie_architecture,
+)
 
 FIXTURES_VERSION = 2  # 2: cached codes in the manifest
 MARKER = "published_fixtures.json"
@@ -122,11 +129,9 @@ def build_published_fixtures(root: str, tiny_root: str, whisper: str, force: boo
     Whisper base; its CTranslate2 original is `<whisper>-ct2` (both from fetch_pretrained_whisper.sh)."""
     root = os.path.abspath(root)
     marker = os.path.join(root, MARKER)
-    if not force and os.path.isfile(marker):
-        with open(marker) as f:
-            stored = json.load(f)
-        if stored.pop("version", None) == FIXTURES_VERSION:
-            return PublishedFixtures(**stored)
+    stored = None if force else stored_fixtures(marker, FIXTURES_VERSION, PublishedFixtures)
+    if stored is not None:
+        return stored
     whisper = os.path.abspath(whisper)
     for needed in (os.path.join(whisper, "model.safetensors"), os.path.join(f"{whisper}-ct2", "model.bin")):
         if not os.path.isfile(needed):
@@ -159,8 +164,7 @@ def build_published_fixtures(root: str, tiny_root: str, whisper: str, force: boo
         nemo_asr=tiny.nemo_asr,
         policy_param_count=count,
     )
-    with open(marker, "w") as f:
-        json.dump({"version": FIXTURES_VERSION, **asdict(fixtures)}, f, indent=1)
+    record_fixtures(marker, FIXTURES_VERSION, fixtures)
     return fixtures
 
 

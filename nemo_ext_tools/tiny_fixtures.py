@@ -51,15 +51,27 @@ class TinyFixtures:
     easy_reference_checkpoint: str
 
 
+def stored_fixtures(marker: str, version: int, kind):
+    """The fixtures `marker` records (a `kind` dataclass) when they were built by `version`; else None."""
+    if not os.path.isfile(marker):
+        return None
+    with open(marker) as f:
+        stored = json.load(f)
+    return kind(**stored) if stored.pop("version", None) == version else None
+
+
+def record_fixtures(marker: str, version: int, fixtures) -> None:
+    with open(marker, "w") as f:
+        json.dump({"version": version, **asdict(fixtures)}, f, indent=1)
+
+
 def build_tiny_fixtures(root: str, force: bool = False) -> TinyFixtures:
     """Build every fixture under `root` (reused when already built with this FIXTURES_VERSION)."""
     root = os.path.abspath(root)
     marker = os.path.join(root, TINY_FIXTURES_MARKER)
-    if not force and os.path.isfile(marker):
-        with open(marker) as f:
-            stored = json.load(f)
-        if stored.pop("version", None) == FIXTURES_VERSION:
-            return TinyFixtures(**stored)
+    stored = None if force else stored_fixtures(marker, FIXTURES_VERSION, TinyFixtures)
+    if stored is not None:
+        return stored
     os.makedirs(root, exist_ok=True)
     backport_tar_extraction_filter()  # the reference checkpoint restores the codec .nemo
     torch.manual_seed(0)
@@ -84,8 +96,7 @@ def build_tiny_fixtures(root: str, force: bool = False) -> TinyFixtures:
     )
     _save_reference_checkpoint(fixtures)
     _save_easy_reference_checkpoint(fixtures)
-    with open(marker, "w") as f:
-        json.dump({"version": FIXTURES_VERSION, **asdict(fixtures)}, f, indent=1)
+    record_fixtures(marker, FIXTURES_VERSION, fixtures)
     return fixtures
 
 
