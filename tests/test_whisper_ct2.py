@@ -131,10 +131,18 @@ def test_transcripts_equal_transformers_on_the_real_tiny_en(tmp_path):
     processor, model = load_ct2_whisper(str(PRETRAINED_CT2), "float32", "cpu")
     assert not model.generation_config.is_multilingual and model.n_mels == 80
     assert transcribe_with_whisper(wavs, "en", processor, model, "cpu", batch_size=2) == reference
-    # int8: the measured noise on these clips is letter case ("Seashore" / "seashore"); normalized text is equal.
+    # int8: within the reward noise measured on real speech (docs/benchmarks.md: mean abs CER difference 0.014 on
+    # English with the base model; here only letter case differed). int8 kernels differ between CPUs, so the test
+    # bounds the rewards' inputs, not the exact text.
+    from nemo_ext_tools.whisper_benchmark import character_error_rate
+
     processor, model = load_ct2_whisper(str(PRETRAINED_CT2), "int8", "cpu")
     int8 = transcribe_with_whisper(wavs, "en", processor, model, "cpu")
-    assert [t.lower() for t in int8] == [t.lower() for t in reference], (int8, reference)
+    differences = [
+        abs(character_error_rate(a, text) - character_error_rate(b, text))
+        for a, b, text in zip(int8, reference, sentences, strict=True)
+    ]
+    assert max(differences) <= 0.2 and sum(differences) / len(differences) <= 0.05, (int8, reference)
     assert "quick brown fox" in reference[0].lower()
 
 
