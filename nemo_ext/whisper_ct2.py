@@ -27,23 +27,16 @@ import torch
 from nemo_ext.settings.whisper import check_ct2_directory
 from nemo_ext.telemetry.memory import ModuleFootprint, process_rss_bytes
 
-# model.whisper.dtype (canonical) -> CTranslate2 compute type, per device kind. "auto" keeps the type the model was
-# saved in ("default"); int8 keeps float16 activations on a GPU (int8 weights: half of fp16's weight memory).
-COMPUTE_TYPES = {
-    "cpu": {"auto": "default", "float32": "float32", "float16": "float16", "bfloat16": "bfloat16", "int8": "int8"},
-    "cuda": {
-        "auto": "default",
-        "float32": "float32",
-        "float16": "float16",
-        "bfloat16": "bfloat16",
-        "int8": "int8_float16",
-    },
-}
-
 
 def compute_type_for(dtype: str, device: str) -> str:
-    """The CTranslate2 compute type for a canonical `model.whisper.dtype` on `device` ("cpu", "cuda", "cuda:1")."""
-    return COMPUTE_TYPES["cuda" if device.startswith("cuda") else "cpu"][dtype]
+    """The CTranslate2 compute type for a canonical `model.whisper.dtype` on `device` ("cpu", "cuda", "cuda:1"):
+    "auto" keeps the type the model was saved in ("default"); int8 keeps float16 activations on a GPU (int8
+    weights: half of fp16's weight memory); the float types keep their names."""
+    if dtype == "auto":
+        return "default"
+    if dtype == "int8" and device.startswith("cuda"):
+        return "int8_float16"
+    return dtype
 
 
 class CT2WhisperProcessor:
@@ -82,11 +75,10 @@ class CT2WhisperModel:
         import ctranslate2
 
         kind, _, index = device.partition(":")
-        before = _used_memory(kind, int(index or 0))
-        self.model = ctranslate2.models.Whisper(
-            path, device=kind, device_index=int(index or 0), compute_type=compute_type
-        )
-        self.loaded_bytes = max(0, _used_memory(kind, int(index or 0)) - before)
+        index = int(index or 0)
+        before = _used_memory(kind, index)
+        self.model = ctranslate2.models.Whisper(path, device=kind, device_index=index, compute_type=compute_type)
+        self.loaded_bytes = max(0, _used_memory(kind, index) - before)
         self.path, self.device, self.compute_type = path, device, compute_type
         self.max_length = generation_max_length(path)
         self.generation_config = _GenerationConfig(is_multilingual=self.model.is_multilingual)
@@ -106,11 +98,12 @@ class CT2WhisperModel:
         )
 
     def generate(self, features: torch.Tensor, language: str | None = None, task: str | None = None) -> list:
+        import ctranslate2
+
         prompt = ["<|startoftranscript|>"]
         if self.model.is_multilingual:
             prompt += [f"<|{language or 'en'}|>", f"<|{task or 'transcribe'}|>"]
         prompt.append("<|notimestamps|>")
-        import ctranslate2
 
         array = np.ascontiguousarray(features.detach().to(device="cpu", dtype=torch.float32).numpy())
         results = self.model.generate(

@@ -100,9 +100,7 @@ class Alternation(Callback):
         with open_dict(pl_module.cfg):
             pl_module.cfg.use_kv_cache_during_online_po = variant.kv_cache
         pl_module.settings = dataclasses.replace(pl_module.settings, empty_cuda_cache_every_step=variant.empty_cache)
-        processor, model = self._pairs["ctranslate2" if variant.on_ctranslate2 else "transformers fp32"]
-        pl_module._modules.pop("whisper_model", None)
-        pl_module.whisper_processor, pl_module.whisper_model = processor, model
+        pl_module.use_whisper(*self._pairs["ctranslate2" if variant.on_ctranslate2 else "transformers fp32"])
         self._current = {"step": trainer.global_step + 1, "variant": variant.name, "rss_reset": reset_peak_rss()}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):

@@ -23,6 +23,16 @@ SCRIPT = os.path.join(
 CT2_PREFIX = "ct2:"  # --dtypes ct2:int8,ct2:fp32: the CTranslate2 backend in that dtype
 
 
+def ct2_dtype(dtype: str) -> str | None:
+    """For a `ct2:<dtype>` spelling, the canonical dtype of the CTranslate2 row (int8 allowed); None for a
+    transformers row, whose spelling the caller checks as a whisper.dtype."""
+    if not dtype.startswith(CT2_PREFIX):
+        return None
+    from nemo_ext.settings.whisper import parse_whisper_dtype
+
+    return parse_whisper_dtype(dtype[len(CT2_PREFIX) :], key="--dtypes", allow_int8=True)
+
+
 @dataclass
 class BenchmarkSpec:
     pretrained: str
@@ -89,11 +99,11 @@ def measure_dtype(spec: BenchmarkSpec, dtype: str) -> dict:
     from nemo_ext.whisper_asr import load_whisper, transcribe_with_whisper
 
     cuda = spec.device == "cuda"
-    if dtype.startswith(CT2_PREFIX):  # model.whisper.backend=ctranslate2, in the dtype after the prefix
-        from nemo_ext.settings.whisper import parse_whisper_dtype
+    canonical = ct2_dtype(dtype)
+    on_ct2 = canonical is not None  # model.whisper.backend=ctranslate2, in the dtype after the prefix
+    if on_ct2:
         from nemo_ext.whisper_ct2 import load_ct2_whisper
 
-        canonical = parse_whisper_dtype(dtype[len(CT2_PREFIX) :], key="--dtypes", allow_int8=True)
         processor, model = load_ct2_whisper(spec.ct2_pretrained or f"{spec.pretrained}-ct2", canonical, spec.device)
         footprint = model.footprint()
     else:
@@ -133,8 +143,8 @@ def measure_dtype(spec: BenchmarkSpec, dtype: str) -> dict:
             "transcripts": [t.strip() for t in transcripts],
         }
 
-    backend = "n/a (CPU)" if not dtype.startswith(CT2_PREFIX) else "CTranslate2"
-    if cuda and not dtype.startswith(CT2_PREFIX):
+    backend = "CTranslate2" if on_ct2 else "n/a (CPU)"
+    if cuda and not on_ct2:
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CUDA]) as profiler:

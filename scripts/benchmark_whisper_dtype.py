@@ -20,6 +20,7 @@ import sys
 from nemo_ext_tools.whisper_benchmark import (
     BenchmarkSpec,
     audio_files,
+    ct2_dtype,
     manifest_columns,
     measure_dtype,
     render_table,
@@ -41,9 +42,7 @@ def spec_from_args(args) -> BenchmarkSpec:
     whisper = WhisperSettings.parse(cfg["model"]["whisper"])
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     for dtype in dtypes:
-        if dtype.startswith("ct2:"):  # the CTranslate2 backend (model.whisper.backend=ctranslate2) in that dtype
-            parse_whisper_dtype(dtype[len("ct2:") :], key="--dtypes", allow_int8=True)
-        else:
+        if ct2_dtype(dtype) is None:  # ct2:<dtype> rows are the CTranslate2 backend, checked by ct2_dtype
             parse_whisper_dtype(dtype, key="--dtypes")
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     texts, groups = manifest_columns(args.audio, args.num_samples)

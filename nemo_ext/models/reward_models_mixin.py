@@ -117,8 +117,12 @@ class RewardModelsMixin:
         settings = self.whisper_settings
         if settings is None or not settings.on_ctranslate2 or self.whisper_model is not None:
             return
-        processor, model = load_ct2_whisper(settings.pretrained, settings.dtype, str(device))
-        self._modules.pop("whisper_model", None)  # not a torch module: a plain attribute
+        self.use_whisper(*load_ct2_whisper(settings.pretrained, settings.dtype, str(device)))
+
+    def use_whisper(self, processor, model) -> None:
+        """Make (processor, model) the Whisper pair the reward uses: a torch module or a CTranslate2 one (a plain
+        attribute, so any torch module registered under the name is dropped first)."""
+        self._modules.pop("whisper_model", None)
         self.whisper_processor, self.whisper_model = processor, model
 
     def _load_nemo_asr(self, settings: NemoModelSettings) -> None:

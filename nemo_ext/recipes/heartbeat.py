@@ -85,9 +85,9 @@ class Heartbeat:
         }
         temporary = f"{self.path}.{os.getpid()}.tmp"
         try:
-            with self._writing, open(temporary, "w") as f:
-                json.dump(content, f)
-                f.flush()
+            with self._writing:
+                with open(temporary, "w") as f:
+                    json.dump(content, f)
                 os.replace(temporary, self.path)
         except OSError:  # a full or vanished disk must not end the run; the report then says the beat stopped
             pass
