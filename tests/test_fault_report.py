@@ -15,7 +15,7 @@ from datetime import timedelta
 import pytest
 
 from nemo_ext.recipes.fault_report import heartbeats, reached_step, report, task_ends
-from nemo_ext.recipes.heartbeat import Heartbeat, heartbeat_path
+from nemo_ext.recipes.heartbeat import Heartbeat, heartbeat_path, stalled_after
 from nemo_ext.recipes.trainer import with_collective_timeout
 
 SRUN_LOG = """\
@@ -37,10 +37,11 @@ def test_srun_task_lines_name_ranks_nodes_and_signals_in_order():
     ]
 
 
-def write_beat(folder, rank, step, at, stall=None, node="node1"):
+def write_beat(folder, rank, step, at, stall=None, node="node1", ended=None):
     path = heartbeat_path(str(folder), rank)
     (folder / "state" / "heartbeat").mkdir(parents=True, exist_ok=True)
     beat = {"rank": rank, "node": node, "pid": 100 + rank, "step": step, "time": at, "every_s": 1.0, "stall": stall}
+    beat["ended"] = ended
     with open(path, "w") as f:
         json.dump(beat, f)
 
@@ -59,6 +60,7 @@ def test_the_report_tells_a_quiet_rank_a_stalled_one_and_one_that_beat_to_the_en
         "stopped, or died first",
         "[magpie] rank 2 on node1 (pid 102) went quiet for 14 s at step 6 (no heartbeat: the process was stopped or "
         "frozen), then beat again until the end, at step 7",
+        "[magpie] the first to go quiet: rank 1 on node2 (pid 101), at step 5",
     ]
     assert reached_step(beats) == 7
     # Beats older than the attempt are another attempt's: not reported, and the step is "set-up".
@@ -70,6 +72,62 @@ def test_the_report_tells_a_quiet_rank_a_stalled_one_and_one_that_beat_to_the_en
         check=True,
     )
     assert shown.stdout == "set-up\n" and "no rank wrote a heartbeat in this attempt" in shown.stderr
+
+
+def test_a_rank_that_ended_is_not_taken_for_a_quiet_one_and_the_first_stall_is_named(tmp_path):
+    """What CI saw with a stopped rank on a loaded machine: the waiting rank timed out and ended first; srun then
+    continued the stopped rank (SIGCONT, SIGTERM), which beat on for seconds. The rank that ended is not "quiet"; the
+    stopped one is named as the first to go quiet."""
+    now = time.time()
+    timed_out = "failed: DistBackendError: [../third_party/gloo/gloo/transport/tcp/pair.cc:534] Timed out"
+    write_beat(tmp_path, 0, 3, now - 4, ended=timed_out)
+    write_beat(
+        tmp_path,
+        1,
+        3,
+        now,
+        stall={"for_s": 15.2, "step": 3, "since": now - 19},
+        node="node2",
+        ended="stopped by SIGTERM",
+    )
+    srun_log = (
+        "srun: error: node1: task 0: Exited with exit code 1\nsrun: error: node2: task 1: Exited with exit code 1"
+    )
+    assert report(heartbeats(str(tmp_path), since=now - 60), srun_log, str(tmp_path)) == [
+        "[magpie] first to end: rank 0 on node1: Exited with exit code 1",
+        "[magpie] then: rank 1 on node2: Exited with exit code 1",
+        f"[magpie] rank 0 on node1 (pid 100) beat until the end, at step 3; it ended: {timed_out}",
+        "[magpie] rank 1 on node2 (pid 101) went quiet for 15 s at step 3 (no heartbeat: the process was stopped or "
+        "frozen), then beat again until the end, at step 3; it ended: stopped by SIGTERM",
+        "[magpie] the first to go quiet: rank 1 on node2 (pid 101), at step 3",
+    ]
+
+
+def test_the_last_beat_says_how_the_rank_ended(tmp_path):
+    with Heartbeat(str(tmp_path), 0, every_s=0.1, step_of=lambda: 1):
+        pass
+    assert json.loads(open(heartbeat_path(str(tmp_path), 0)).read())["ended"] == "finished"
+    with pytest.raises(RuntimeError):
+        with Heartbeat(str(tmp_path), 1, every_s=0.1, step_of=lambda: 1):
+            raise RuntimeError("Timed out waiting 10000ms for recv operation\nmore lines")
+    ended = json.loads(open(heartbeat_path(str(tmp_path), 1)).read())["ended"]
+    assert ended == "failed: RuntimeError: Timed out waiting 10000ms for recv operation"
+
+
+def test_a_busy_process_that_holds_the_interpreter_lock_is_no_stall(tmp_path):
+    """A long call that holds the lock (a big pickle, a C loop) or a loaded CPU delays the beats too, but the process
+    used CPU time meanwhile: only a stopped or frozen process records a stall."""
+    script = (
+        "import sys, time; from nemo_ext.recipes.heartbeat import Heartbeat\n"
+        "start = time.monotonic(); sum(range(10**6)); n = int(10**6 * 2.5 / (time.monotonic() - start))\n"
+        "h = Heartbeat(sys.argv[1], 0, 0.1, lambda: 1); h.training = True; h.__enter__(); time.sleep(0.3)\n"
+        "start = time.monotonic(); sum(range(n)); held = time.monotonic() - start\n"  # one call: the lock is held
+        "time.sleep(0.3); h.end('finished'); print(held)"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
+    assert float(run.stdout) > 1.5 * stalled_after(0.1)  # the thread could not beat for that long
+    beat = json.loads(open(heartbeat_path(str(tmp_path), 0)).read())
+    assert (beat["stall"], beat["ended"]) == (None, "finished")
 
 
 def test_a_heartbeat_carries_the_step_once_training_began_and_records_a_stall(tmp_path):

@@ -1,6 +1,7 @@
 """What the launcher says when a job step fails: which rank ended first, on which node, with which exit status or
-signal (srun's own error lines), which rank went quiet first and at which step (the ranks' heartbeats), and the
-step the attempt reached (the launcher's "same step failed twice" rule compares it between attempts).
+signal (srun's own error lines), how each rank ended and which went quiet first and at which step (the ranks'
+heartbeats: the rank that ended first is often one that timed out waiting for the quiet one), and the step the
+attempt reached (the launcher's "same step failed twice" rule compares it between attempts).
 
     python -m nemo_ext.recipes.fault_report --run-folder DIR --since EPOCH --srun-log FILE
 
@@ -79,24 +80,32 @@ def report(beats: list[dict], srun_log: str, run_folder: str) -> list[str]:
         lines.append(f"[magpie] no rank wrote a heartbeat in this attempt ({run_folder}/{HEARTBEAT_DIR})")
         return lines
     newest = max(beat["time"] for beat in beats)
+    went_quiet = []  # (since, where, step): the ranks that stopped beating while their process lived on
     for beat in beats:
         quiet = newest - beat["time"]
         where = f"rank {beat['rank']} on {beat['node']} (pid {beat['pid']})"
         at = "in set-up" if beat["step"] is None else f"at step {beat['step']}"
-        stall = beat.get("stall")
-        if quiet > stalled_after(beat.get("every_s", 10.0)):
+        stall, ended = beat.get("stall"), beat.get("ended")
+        how_it_ended = f"; it ended: {ended}" if ended else ""
+        if not ended and quiet > stalled_after(beat.get("every_s", 10.0)):
+            went_quiet.append((beat["time"], where, at))
             lines.append(
                 f"[magpie] {where} went quiet {quiet:.0f} s before the last heartbeat, {at}: "
                 "it hung, was stopped, or died first"
             )
         elif stall:
+            stalled_at = "in set-up" if stall["step"] is None else f"at step {stall['step']}"
+            went_quiet.append((stall["since"], where, stalled_at))
             lines.append(
-                f"[magpie] {where} went quiet for {stall['for_s']:.0f} s "
-                f"{'in set-up' if stall['step'] is None else 'at step ' + str(stall['step'])} (no heartbeat: "
-                f"the process was stopped or frozen), then beat again until the end, {at}"
+                f"[magpie] {where} went quiet for {stall['for_s']:.0f} s {stalled_at} (no heartbeat: "
+                f"the process was stopped or frozen), then beat again until the end, {at}{how_it_ended}"
             )
         else:
-            lines.append(f"[magpie] {where} beat until the end, {at}")
+            lines.append(f"[magpie] {where} beat until the end, {at}{how_it_ended}")
+    if went_quiet:
+        # The rank that went quiet first is where to look: the others then waited for it in a collective.
+        _, where, at = min(went_quiet)
+        lines.append(f"[magpie] the first to go quiet: {where}, {at}")
     return lines
 
 
