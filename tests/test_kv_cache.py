@@ -42,3 +42,42 @@ def test_rollouts_with_the_kv_cache_equal_rollouts_without(tiny_config, monkeypa
     assert all(a == b for a, b in lengths), lengths
     differing = [i for i, (a, b) in enumerate(zip(without, with_cache, strict=True)) if not torch.equal(a, b)]
     assert differing == [], f"{len(differing)} of {len(without)} rollouts differ"
+
+
+def decoder_output(decoder, frames, text, priors, cached: bool) -> torch.Tensor:
+    """The decoder's output over every frame, as NeMo's infer_batch gets it: with the cache, one call per decoding
+    step over the whole prefix, step i under priors[i]; without, one call over every frame under the last prior."""
+    decoder.reset_cache(use_cache=cached)
+    text_mask = torch.ones(text.shape[:2], dtype=torch.bool)
+    calls = range(1, frames.shape[1] + 1) if cached else [frames.shape[1]]
+    for length in calls:
+        mask = torch.ones(1, length, dtype=torch.bool)
+        output = decoder(frames[:, :length], mask, cond=text, cond_mask=text_mask, attn_prior=priors[length - 1])
+    decoder.reset_cache(use_cache=False)
+    return output["output"]
+
+
+def test_the_cache_keeps_each_frame_as_computed_under_its_own_attention_prior():
+    """Why cached rollouts part from NeMo's uncached ones at the published size (benchmarks/kv_cache_divergence.md:
+    identical with the inference attention prior off, parted with it on). NeMo's real decoder: the uncached path
+    recomputes every earlier frame under the current step's prior; the cache keeps each frame as it was computed
+    under the prior of its own step. Without a prior, or with one that stays put, both give the same output; with
+    a prior that moves (as it does, following the alignment) the earlier frames differ, and through the next
+    layers' self-attention so does the last frame, the one the next codes are drawn from."""
+    from nemo.collections.tts.modules.transformer_2501 import Transformer
+
+    torch.manual_seed(0)
+    decoder = Transformer(
+        n_layers=4, d_model=64, d_ffn=128, sa_n_heads=2, kernel_size=1, has_xattn=True, xa_d_memory=64, xa_n_heads=1
+    ).eval()
+    frames, text = torch.randn(1, 6, 64), torch.randn(1, 5, 64) * 3
+    moving = [torch.softmax(torch.randn(1, 1, 5) * 3, dim=-1) for _ in range(6)]
+    tolerance = 1e-5
+    with torch.no_grad():
+        for priors in ([None] * 6, [moving[-1]] * 6):
+            cached, uncached = (decoder_output(decoder, frames, text, priors, c) for c in (True, False))
+            torch.testing.assert_close(cached, uncached, rtol=tolerance, atol=tolerance)
+        cached, uncached = (decoder_output(decoder, frames, text, moving, c) for c in (True, False))
+    difference = (cached - uncached).abs().amax(dim=-1)[0]
+    assert difference[:-1].min() > 1e-3, difference
+    assert difference[-1] > 10 * tolerance, difference
