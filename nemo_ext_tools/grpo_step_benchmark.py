@@ -12,6 +12,7 @@ weights, greedy and sampled."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -305,31 +306,39 @@ def render(json_path: str, out: str) -> str:
     return _write(measured, saved["context"], saved["kv_cache_equivalence"], saved["ct2_load"], saved["steps"], out)
 
 
-def run(max_decoder_steps: int, cycles: int, accelerator: str, out: str, command: str, equivalence: bool) -> str:
+@contextlib.contextmanager
+def published_run(max_steps: int, max_decoder_steps: int, accelerator: str, callbacks: list):
+    """A GRPO run of `conf/benchmarks/online_po_published.yaml` in a temporary folder, Whisper in fp32; yields the
+    composed config and the run's result while the folder still exists."""
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from hydra import compose, initialize_config_dir
 
     from nemo_ext.stages import ONLINE_PO
 
+    with tempfile.TemporaryDirectory() as runs, initialize_config_dir(os.path.join(REPO, "conf"), version_base="1.3"):
+        cfg = compose(
+            "benchmarks/online_po_published",
+            [
+                f"exp_manager.exp_dir={runs}",
+                f"trainer.max_steps={max_steps}",
+                f"trainer.accelerator={accelerator}",
+                f"model.max_decoder_steps={max_decoder_steps}",
+                "model.whisper.dtype=fp32",
+            ],
+        )
+        yield cfg, ONLINE_PO.run(cfg, callbacks=callbacks)
+
+
+def run(max_decoder_steps: int, cycles: int, accelerator: str, out: str, command: str, equivalence: bool) -> str:
     started = time.perf_counter()
     root = os.environ.get("MAGPIE_PUBLISHED_ROOT", os.path.join(REPO, ".published"))
     with open(os.path.join(root, "published_fixtures.json")) as f:
         fixtures = json.load(f)
     variants = GPU_VARIANTS if accelerator == "gpu" else VARIANTS
     alternation = Alternation(fixtures["whisper_ct2"], equivalence=equivalence, variants=variants)
-    with tempfile.TemporaryDirectory() as runs, initialize_config_dir(os.path.join(REPO, "conf"), version_base="1.3"):
-        cfg = compose(
-            "benchmarks/online_po_published",
-            [
-                f"exp_manager.exp_dir={runs}",
-                f"trainer.max_steps={cycles * len(variants)}",
-                f"trainer.accelerator={accelerator}",
-                f"model.max_decoder_steps={max_decoder_steps}",
-                "model.whisper.dtype=fp32",
-            ],
-        )
-        result = ONLINE_PO.run(cfg, callbacks=[alternation])
+    steps = cycles * len(variants)
+    with published_run(steps, max_decoder_steps, accelerator, [alternation]) as (cfg, result):
         with open(os.path.join(result.log_dir, "memory", "rank0.jsonl")) as f:
             rank_rows = [json.loads(line) for line in f]
     measured = summarize(alternation.steps, rank_rows, variants)

@@ -11,11 +11,10 @@ import json
 import os
 import shlex
 import sys
-import tempfile
 
 from lightning.pytorch import Callback
 
-from nemo_ext_tools.grpo_step_benchmark import REPO, _machine, kv_cache_equivalence
+from nemo_ext_tools.grpo_step_benchmark import REPO, _machine, kv_cache_equivalence, published_run
 
 
 class PriorOnAndOff(Callback):
@@ -40,24 +39,9 @@ def main() -> None:
     parser.add_argument("--max-decoder-steps", type=int, default=32)
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "kv_cache_divergence.md"))
     args = parser.parse_args()
-    os.environ.setdefault("WANDB_MODE", "offline")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from hydra import compose, initialize_config_dir
-
-    from nemo_ext.stages import ONLINE_PO
-
     checks = PriorOnAndOff()
-    with tempfile.TemporaryDirectory() as runs, initialize_config_dir(os.path.join(REPO, "conf"), version_base="1.3"):
-        cfg = compose(
-            "benchmarks/online_po_published",
-            [
-                f"exp_manager.exp_dir={runs}",
-                "trainer.max_steps=1",
-                f"model.max_decoder_steps={args.max_decoder_steps}",
-                "model.whisper.dtype=fp32",
-            ],
-        )
-        ONLINE_PO.run(cfg, callbacks=[checks])
+    with published_run(1, args.max_decoder_steps, "cpu", [checks]) as (cfg, _):
+        pass
     command = "python scripts/kv_cache_divergence.py " + shlex.join(sys.argv[1:])
     text = (
         "# KV-cache rollouts against NeMo's uncached ones, with and without the attention prior\n\n"

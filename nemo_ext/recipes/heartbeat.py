@@ -60,7 +60,7 @@ class Heartbeat:
         return self
 
     def __exit__(self, kind, error, traceback) -> None:
-        self.end("finished" if error is None else f"failed: {describe_error(kind, error)}")
+        self.end(outcome_of(kind, error))
 
     def end(self, outcome: str) -> None:
         """The last beat, after the thread stopped: it says how the rank ended ("finished", "stopped by SIGTERM",
@@ -131,7 +131,10 @@ class Heartbeat:
             return None
 
 
-def describe_error(kind: type, error: BaseException) -> str:
-    """An error in one line of the heartbeat: its type and its message's first line, shortened."""
+def outcome_of(kind: type | None, error: BaseException | None) -> str:
+    """How a rank ended, for its last beat: "finished", or "failed: " and the error in one line (its type and its
+    message's first line, shortened)."""
+    if error is None:
+        return "finished"
     lines = str(error).strip().splitlines()
-    return f"{kind.__name__}: {lines[0] if lines else ''}"[:200]
+    return f"failed: {kind.__name__}: {lines[0] if lines else ''}"[:208]

@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 from nemo_ext.checkpoints import configs_in_checkpoints_allowed
 from nemo_ext.compat import backport_tar_extraction_filter
-from nemo_ext.recipes.heartbeat import Heartbeat, describe_error
+from nemo_ext.recipes.heartbeat import Heartbeat, outcome_of
 from nemo_ext.recipes.model_config import writable_config
 from nemo_ext.recipes.run_folder import FAILED, FINISHED, INTERRUPTED, RunFolder, open_run_folder
 from nemo_ext.recipes.run_stopped import EXIT_STOPPED, RunStopped
@@ -58,12 +58,7 @@ class StageRun:
         return self.trainer.global_step if self.trainer is not None else None
 
     def __exit__(self, kind, error, traceback) -> None:
-        if error is None:
-            outcome = "finished"
-        elif isinstance(error, RunStopped):
-            outcome = f"stopped by {error.signal_name}"
-        else:
-            outcome = f"failed: {describe_error(kind, error)}"
+        outcome = f"stopped by {error.signal_name}" if isinstance(error, RunStopped) else outcome_of(kind, error)
         try:
             step = self.trainer.global_step if self.trainer is not None else None
             if error is None:
