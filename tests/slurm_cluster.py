@@ -5,6 +5,7 @@ Isolated from any cluster on the machine: its own munge socket and key, its own 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -37,6 +38,28 @@ class LocalSlurm:
                     os.kill(int(pid_file.read_text().split()[0]), signal.SIGTERM)
                 except (ProcessLookupError, ValueError):
                     pass
+
+
+# States a job does not leave (COMPLETING is not one: its processes may still be running).
+ENDED_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL"}
+
+
+def job_exit_code(run, job: str, seconds: float = 600) -> int:
+    """Wait for `job` to end and return its exit code, as `sbatch --wait` would, but looking every 0.5 s:
+    sbatch --wait looks with a back-off that grows to 10 s, which cost each tiny job here about 15 s after it had
+    ended. `run` runs a SLURM command against the test's cluster. slurmctld keeps an ended job's record for
+    MinJobAge (300 s by default), far longer than a look takes."""
+    deadline = time.monotonic() + seconds
+    while True:
+        shown = run("scontrol", "-o", "show", "job", job).stdout
+        state = re.search(r"\bJobState=(\S+)", shown)
+        if state and state.group(1) in ENDED_STATES:
+            code, signal_number = map(int, re.search(r"\bExitCode=(\d+):(\d+)", shown).groups())
+            # sbatch --wait: the script's exit code; 1 for a script killed by a signal or a job that did not complete
+            return code or int(bool(signal_number) or state.group(1) != "COMPLETED")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job} had not ended after {seconds} s: {shown[-2000:]}")
+        time.sleep(0.5)
 
 
 def _free_port() -> int:

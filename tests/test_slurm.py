@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from magpie_testing import REPO, read_jsonl, requires_slurm
-from slurm_cluster import start_local_slurm
+from slurm_cluster import job_exit_code, start_local_slurm
 
 from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
@@ -33,16 +33,19 @@ def submit(slurm, tmp_path, stage, *overrides, wait=True, **variables):
         "CPUS_PER_TASK": "1",
         "TIME": "00:10:00",
         "MAGPIE_EXP_DIR": str(tmp_path / "runs"),
-        "SBATCH_EXTRA": f"--output={tmp_path}/job-%j.out" + (" --wait" if wait else ""),
+        "SBATCH_EXTRA": f"--output={tmp_path}/job-%j.out",
         **variables,
     }
-    return subprocess.run(
+    result = subprocess.run(
         ["bash", str(REPO / "scripts/slurm/submit.sh"), stage, *overrides],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
     )
+    if wait and result.returncode == 0:  # the job's exit code, as `sbatch --wait` gives it
+        result.returncode = job_exit_code(slurm.run, job_id(result))
+    return result
 
 
 def job_id(result) -> str:
@@ -55,6 +58,15 @@ def queue(slurm) -> str:
 
 def tiny_args(stage, fixtures):
     return ["--config-name", f"{stage}_tiny", f"tiny_root={fixtures.root}"]
+
+
+def test_the_harness_reads_a_jobs_exit_code_as_sbatch_wait_gives_it(slurm, tmp_path):
+    """The tests wait for their jobs with job_exit_code (it looks every 0.5 s) instead of `sbatch --wait`."""
+    for command, expected in (("true", 0), ("exit 3", 3), ("kill -9 $$", 1)):
+        submitted = slurm.run("sbatch", f"--output={tmp_path}/wrap-%j.out", "--wrap", command)
+        assert job_exit_code(slurm.run, job_id(submitted)) == expected, command
+        waited = slurm.run("sbatch", "--wait", f"--output={tmp_path}/wrap-%j.out", "--wrap", command)
+        assert waited.returncode == expected, command
 
 
 @pytest.mark.parametrize("stage", ["online_po", "easy_online_po", "offline_po_datagen", "offline_po_dpo"])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from magpie_testing import REPO, assert_wandb_reduces_rank_files, read_jsonl
+from slurm_cluster import job_exit_code
 
 from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
@@ -87,7 +88,7 @@ def submit(cluster, tmp_path, stage, *overrides, wait=True, time_limit="00:10:00
         "CPUS_PER_TASK": "1",
         "TIME": time_limit,
         "MAGPIE_EXP_DIR": str(tmp_path / "runs"),
-        "SBATCH_EXTRA": f"--output={tmp_path}/job-%j.out" + (" --wait" if wait else ""),
+        "SBATCH_EXTRA": f"--output={tmp_path}/job-%j.out",
     }
     result = subprocess.run(
         ["bash", str(REPO / "scripts/slurm/submit.sh"), stage, *overrides],
@@ -97,6 +98,8 @@ def submit(cluster, tmp_path, stage, *overrides, wait=True, time_limit="00:10:00
         timeout=900,
     )
     [job] = [line.split()[-1] for line in result.stdout.splitlines() if line.startswith("Submitted batch job")]
+    if wait and result.returncode == 0:  # the job's exit code, as `sbatch --wait` gives it
+        result.returncode = job_exit_code(cluster.run, job, 900)
     return result, job
 
 
