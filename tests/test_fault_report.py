@@ -114,6 +114,33 @@ def test_the_last_beat_says_how_the_rank_ended(tmp_path):
     assert ended == "failed: RuntimeError: Timed out waiting 10000ms for recv operation"
 
 
+def fault_report(folder, since, ranks):
+    return subprocess.run(
+        [sys.executable, "-m", "nemo_ext.recipes.fault_report", "--run-folder", str(folder), "--since", str(since)]
+        + ["--ranks", str(ranks)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def test_a_job_step_that_failed_after_every_rank_finished_is_reported_as_finished(tmp_path):
+    """Every rank wrote "finished" and one still ended badly (on its way out): the launcher is told "finished",
+    not a step to restart from. One rank short of the job's, or one that failed, is a step as before."""
+    now = time.time()
+    write_beat(tmp_path, 0, 2, now, ended="finished")
+    write_beat(tmp_path, 1, 2, now, ended="failed: RuntimeError: Connection closed by peer")
+    shown = fault_report(tmp_path, now - 60, ranks=2)
+    assert shown.stdout == "2\n" and "had finished the run" not in shown.stderr
+    write_beat(tmp_path, 1, 2, now, ended="finished")
+    shown = fault_report(tmp_path, now - 60, ranks=2)
+    assert shown.stdout == "finished\n"
+    assert "[magpie] all 2 ranks had finished the run (at step 2) before the job step failed" in shown.stderr
+    assert fault_report(tmp_path, now - 60, ranks=3).stdout == "2\n"  # rank 2 never said it finished
+    # Last attempt's "finished" beats are not this attempt's.
+    assert fault_report(tmp_path, now + 1, ranks=2).stdout == "set-up\n"
+
+
 def test_a_busy_process_that_holds_the_interpreter_lock_is_no_stall(tmp_path):
     """A long call that holds the lock (a big pickle, a C loop) or a loaded CPU delays the beats too, but the process
     used CPU time meanwhile: only a stopped or frozen process records a stall."""

@@ -148,6 +148,40 @@ def test_dpo_job_trains_on_two_ranks(slurm, tmp_path, tiny):
     assert glob.glob(str(log_dir / "checkpoints" / "*.ckpt"))
 
 
+def test_a_rank_that_fails_after_the_run_finished_restarts_nothing(slurm, tmp_path, tiny):
+    """Rank 1 ends badly after its recipe returned (what a crash while its interpreter shuts down looks like to
+    srun): every rank had written "finished", so the job exits 0, says so, and restarts nothing. Before, the
+    launcher restarted the finished run, which every rank refused as a config error, and the job failed (CI)."""
+    wrapper = tmp_path / "python-that-fails-on-rank-1-after-the-recipe"
+    wrapper.write_text(
+        "#!/bin/bash\n"
+        '"$REAL_PYTHON" "$@"\n'
+        "status=$?\n"
+        '[[ $status == 0 && "${SLURM_PROCID:-}" == 1 ]] && exit 9\n'
+        "exit $status\n"
+    )
+    wrapper.chmod(0o755)
+    result = submit(
+        slurm,
+        tmp_path,
+        "offline_po_dpo",
+        *tiny_args("offline_po_dpo", tiny),
+        "trainer.max_steps=2",
+        MAGPIE_PYTHON=str(wrapper),
+        REAL_PYTHON=slurm.env["MAGPIE_PYTHON"],
+    )
+    job = job_id(result)
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert result.returncode == 0, output[-4000:]
+    assert "[magpie] first to end: rank 1 on vm: Exited with exit code 9" in output, output[-4000:]
+    assert "[magpie] all 2 ranks had finished the run (at step 2) before the job step failed" in output
+    assert f"[magpie] job {job}: finished; a rank ended badly after the work was done" in output
+    assert "restart 1 of" not in output and "config error" not in output
+    log_dir = tmp_path / "runs" / "tiny_offline_po_dpo" / job
+    state = json.loads((log_dir / "state" / "run_state.json").read_text())
+    assert (state["status"], state["global_step"]) == ("finished", 2)
+
+
 def test_requeue_on_sigusr1_resumes_from_the_saved_checkpoint(slurm, tmp_path, tiny):
     max_steps = 12
     result = submit(

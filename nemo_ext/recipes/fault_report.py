@@ -6,7 +6,9 @@ attempt reached (the launcher's "same step failed twice" rule compares it betwee
     python -m nemo_ext.recipes.fault_report --run-folder DIR --since EPOCH --srun-log FILE
 
 prints the report on stderr and the step reached on stdout: "set-up" when no rank had begun training (or no rank
-beat at all) in this attempt."""
+beat at all) in this attempt; "finished" when all `--ranks` ranks of the attempt had finished their work before the
+job step failed (a rank that ended badly while its interpreter shut down): the run is complete, there is nothing to
+restart, and a restart would only be refused ("this one finished")."""
 
 from __future__ import annotations
 
@@ -69,6 +71,11 @@ def reached_step(beats: list[dict]) -> int | None:
     return max(steps) if steps else None
 
 
+def every_rank_finished(beats: list[dict], ranks: int) -> bool:
+    """Every one of `ranks` ranks wrote its last beat with the outcome "finished" in this attempt."""
+    return ranks > 0 and sorted(beat["rank"] for beat in beats if beat.get("ended") == "finished") == list(range(ranks))
+
+
 def report(beats: list[dict], srun_log: str, run_folder: str) -> list[str]:
     """The report's lines from this attempt's heartbeats (`heartbeats(run_folder, since)`) and srun's stderr."""
     lines = []
@@ -114,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-folder", required=True)
     parser.add_argument("--since", type=float, required=True, help="the attempt's start, seconds since the epoch")
     parser.add_argument("--srun-log", help="srun's stderr of the attempt")
+    parser.add_argument("--ranks", type=int, default=0, help="the job step's number of ranks")
     args = parser.parse_args(argv)
     srun_log = ""
     if args.srun_log and os.path.isfile(args.srun_log):
@@ -123,7 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     for line in report(beats, srun_log, args.run_folder):
         print(line, file=sys.stderr, flush=True)
     step = reached_step(beats)
-    print("set-up" if step is None else step)
+    if every_rank_finished(beats, args.ranks):
+        print(
+            f"[magpie] all {args.ranks} ranks had finished the run{'' if step is None else f' (at step {step})'} "
+            "before the job step failed: the work is complete and saved",
+            file=sys.stderr,
+            flush=True,
+        )
+        print("finished")
+    else:
+        print("set-up" if step is None else step)
     return 0
 
 

@@ -65,6 +65,11 @@ class StageRun:
                 self.folder.write_state(status=FINISHED, global_step=step)
                 if self.trainer is not None:
                     finish_loggers(self.trainer)
+                    # As for a stop: every rank leaves together, after rank 0 closed the W&B run. A rank that
+                    # exits early while another is still saving or closing can make the other fail on its way out
+                    # (srun ends the step on the first bad exit). The last beat ("finished") follows the barrier:
+                    # the launcher reads it as "every rank was done".
+                    _barrier_if_distributed()
                 if self.folder.owner:
                     print(f"[magpie] {self.stage} finished: run_folder={self.folder.path}", flush=True)
             elif isinstance(error, RunStopped):

@@ -144,7 +144,14 @@ magpie_run_stage() {
     step=set-up
     if [[ -n "$run_dir" ]]; then
       step=$("$python" -m nemo_ext.recipes.fault_report --run-folder "$run_dir" --since "$started" \
-        --srun-log "$srun_log") || step=set-up
+        --srun-log "$srun_log" --ranks $((nodes * tasks_per_node))) || step=set-up
+    fi
+    if [[ "$step" == finished ]]; then
+      # A rank ended badly after every rank had finished and saved (e.g. a crash while its interpreter shut down):
+      # the run is complete. Restarting it would only be refused, and unfinished work is all a non-zero exit means.
+      echo "[magpie] job $job: finished; a rank ended badly after the work was done (above), nothing to restart" >&2
+      status=0
+      break
     fi
     local point="at step $step" continue_with
     if [[ "$step" == set-up ]]; then point="in set-up"; fi
