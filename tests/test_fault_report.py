@@ -46,6 +46,13 @@ def write_beat(folder, rank, step, at, stall=None, node="node1", ended=None):
         json.dump(beat, f)
 
 
+def fault_report(folder, since, ranks=None):
+    """The launcher's call: `python -m nemo_ext.recipes.fault_report` (with `--ranks` when given)."""
+    command = [sys.executable, "-m", "nemo_ext.recipes.fault_report", "--run-folder", str(folder)]
+    command += ["--since", str(since)] + ([] if ranks is None else ["--ranks", str(ranks)])
+    return subprocess.run(command, capture_output=True, text=True, check=True)
+
+
 def test_the_report_tells_a_quiet_rank_a_stalled_one_and_one_that_beat_to_the_end(tmp_path):
     now = time.time()
     write_beat(tmp_path, 0, 7, now)
@@ -65,12 +72,7 @@ def test_the_report_tells_a_quiet_rank_a_stalled_one_and_one_that_beat_to_the_en
     assert reached_step(beats) == 7
     # Beats older than the attempt are another attempt's: not reported, and the step is "set-up".
     assert heartbeats(str(tmp_path), since=now + 1) == []
-    shown = subprocess.run(
-        [sys.executable, "-m", "nemo_ext.recipes.fault_report", "--run-folder", str(tmp_path), "--since", str(now + 1)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    shown = fault_report(tmp_path, now + 1)
     assert shown.stdout == "set-up\n" and "no rank wrote a heartbeat in this attempt" in shown.stderr
 
 
@@ -112,16 +114,6 @@ def test_the_last_beat_says_how_the_rank_ended(tmp_path):
             raise RuntimeError("Timed out waiting 10000ms for recv operation\nmore lines")
     ended = json.loads(open(heartbeat_path(str(tmp_path), 1)).read())["ended"]
     assert ended == "failed: RuntimeError: Timed out waiting 10000ms for recv operation"
-
-
-def fault_report(folder, since, ranks):
-    return subprocess.run(
-        [sys.executable, "-m", "nemo_ext.recipes.fault_report", "--run-folder", str(folder), "--since", str(since)]
-        + ["--ranks", str(ranks)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
 
 
 def test_a_job_step_that_failed_after_every_rank_finished_is_reported_as_finished(tmp_path):
