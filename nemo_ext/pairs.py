@@ -18,7 +18,8 @@ What is different, on purpose:
 - Samples are matched to their text by the `item_id` DataGen writes into each metrics file (the manifest line).
   NeMo rebuilds the order from file names as `k*world_size + r`, which holds only for an unshuffled round-robin
   split across ranks.
-- Validation takes whole pairs (`val_pairs`); NeMo's `val_size` counts lines, so an odd value splits a pair.
+- Validation takes whole items (all of an item's pairs, at least `val_pairs` pairs). NeMo's `val_size` counts
+  lines, so an odd value splits a pair, and it splits per line, so one item's pairs could land on both sides.
 - The shuffle is seeded; a gap with zero spread gives z = 0 (NeMo divides by zero).
 - Clips shorter than the DPO stage's `data.min_duration` never reach it: with NeMo's pairs a filtered clip
   shifted every later pair by one line."""
@@ -168,7 +169,21 @@ def _drop_rule(chosen: Sample, rejected: Sample, settings: PairSettings) -> str 
 
 
 def split_train_validation(pairs: list[Pair], settings: PairSettings) -> tuple[list[Pair], list[Pair]]:
-    """Shuffle (seeded) and take `val_pairs` whole pairs for validation; the rest train."""
+    """Split by item: every pair of one text/context item lands on the same side, so the validation reward accuracy
+    measures items the policy never trained on. The pairs are shuffled (seeded); the items of the first ones go to
+    validation, whole, until it holds at least `val_pairs` pairs (with top-2 x bottom-2 pairs, up to 3 more than
+    asked); the rest train, in the shuffled order. With one pair per item this is the per-pair split it replaced."""
     shuffled = list(pairs)
     random.Random(settings.seed).shuffle(shuffled)
-    return shuffled[settings.val_pairs :], shuffled[: settings.val_pairs]
+    pairs_of_item = Counter(pair.chosen.item_id for pair in pairs)
+    validation_items: set[int] = set()
+    held = 0
+    for pair in shuffled:
+        if held >= settings.val_pairs:
+            break
+        if pair.chosen.item_id not in validation_items:
+            validation_items.add(pair.chosen.item_id)
+            held += pairs_of_item[pair.chosen.item_id]
+    train = [pair for pair in shuffled if pair.chosen.item_id not in validation_items]
+    validation = [pair for pair in shuffled if pair.chosen.item_id in validation_items]
+    return train, validation

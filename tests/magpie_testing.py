@@ -62,6 +62,24 @@ def start_recipe(script: str, *args: str, env: dict, cwd, log_path) -> subproces
     return process
 
 
+def slurm_env(rank: int, world: int, port: int) -> dict:
+    """What srun sets for task `rank` of a job of `world` nodes x 1 task."""
+    return {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "magpie-test",
+        "SLURM_NTASKS": str(world),
+        "SLURM_NTASKS_PER_NODE": "1",
+        "SLURM_NNODES": str(world),
+        "SLURM_JOB_NUM_NODES": str(world),
+        "SLURM_PROCID": str(rank),
+        "SLURM_NODEID": str(rank),
+        "SLURM_LOCALID": "0",
+        "SLURM_NODELIST": "localhost",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+    }
+
+
 def free_port() -> int:
     import socket
 

@@ -4,7 +4,7 @@ import glob
 import os
 
 import pytest
-from magpie_testing import free_port, read_jsonl, run_recipe, start_recipe
+from magpie_testing import free_port, read_jsonl, run_recipe, slurm_env, start_recipe
 
 from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
@@ -23,24 +23,6 @@ def test_two_process_ddp_grpo_with_lightning_launcher(tiny, tmp_path):
     audios = os.listdir(os.path.join(os.path.dirname(version_dir), "audios"))
     assert any(a.startswith("predicted_audioRank1_") for a in audios)
     assert "(worst of 2 ranks)" in result.stdout + result.stderr  # the end-of-run memory summary
-
-
-def slurm_env(rank: int, world: int, port: int) -> dict:
-    """What srun sets for task `rank` of a job of `world` nodes x 1 task."""
-    return {
-        "SLURM_JOB_ID": "4242",
-        "SLURM_JOB_NAME": "magpie-test",
-        "SLURM_NTASKS": str(world),
-        "SLURM_NTASKS_PER_NODE": "1",
-        "SLURM_NNODES": str(world),
-        "SLURM_JOB_NUM_NODES": str(world),
-        "SLURM_PROCID": str(rank),
-        "SLURM_NODEID": str(rank),
-        "SLURM_LOCALID": "0",
-        "SLURM_NODELIST": "localhost",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(port),
-    }
 
 
 def test_two_nodes_by_slurm_env_reduce_memory_figures_across_ranks(tiny, tmp_path):

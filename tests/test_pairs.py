@@ -114,13 +114,33 @@ def test_a_group_with_an_invalid_transcript_is_skipped():
 
 @pytest.mark.parametrize("val_pairs", [0, 1, 3, 7, 50])
 def test_validation_takes_whole_pairs_and_the_split_is_seeded(val_pairs):
-    groups = [[sample(f"c{i}", 0.0, 0.9), sample(f"r{i}", 0.5, 0.1)] for i in range(7)]
+    groups = [[sample(f"c{i}", 0.0, 0.9, item_id=i), sample(f"r{i}", 0.5, 0.1, item_id=i)] for i in range(7)]
     settings = PairSettings(**{**vars(LOOSE), "group_size": 2, "val_pairs": val_pairs})
     pairs, _ = select_pairs(groups, settings)
     train, validation = split_train_validation(pairs, settings)
     assert len(validation) == min(val_pairs, 7) and len(train) + len(validation) == 7
     assert {p.chosen.audio_filepath[1:] for p in train} & {p.chosen.audio_filepath[1:] for p in validation} == set()
     assert split_train_validation(pairs, settings) == (train, validation)
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("val_pairs", [1, 3, 5, 8])
+def test_each_items_pairs_stay_on_one_side_of_the_split(val_pairs, seed):
+    """top-2 x bottom-2 gives 4 pairs per item: a per-pair split put one item's pairs on both sides, and the
+    validation reward accuracy then measured items the policy had trained on."""
+    groups = [
+        [sample(f"{i}-{k}", 0.05 * k, 0.9 - 0.1 * k, item_id=i) for k in range(4)] for i in range(6)
+    ]  # each sample better than the next on both CER and similarity: 4 pairs per item
+    settings = PairSettings(**{**vars(LOOSE), "chosen_per_group": 2, "val_pairs": val_pairs, "seed": seed})
+    pairs, _ = select_pairs(groups, settings)
+    assert len(pairs) == 24
+    train, validation = split_train_validation(pairs, settings)
+    train_items = {p.chosen.item_id for p in train} | {p.rejected.item_id for p in train}
+    validation_items = {p.chosen.item_id for p in validation} | {p.rejected.item_id for p in validation}
+    assert train_items & validation_items == set()
+    assert sorted(train + validation, key=id) == sorted(pairs, key=id)  # every pair on exactly one side
+    # Whole items, as few as reach val_pairs: 4 pairs each.
+    assert len(validation) == 4 * -(-val_pairs // 4)
 
 
 # ---- reading DataGen output ----

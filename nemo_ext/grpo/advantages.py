@@ -31,9 +31,10 @@ def _scaled(advantage, scale: str, group_std, batch_std):
     return advantage
 
 
-def magpietts_advantages(rewards: list[float], group_size: int, scale: str) -> list:
-    """MagpieTTSModelOnlinePO.generate_and_reward's arithmetic; `batch` divides by the whole batch's std."""
-    batch_std = np.std(rewards) if scale == "batch" else None
+def magpietts_advantages(rewards: list[float], group_size: int, scale: str, batch_rewards=None) -> list:
+    """MagpieTTSModelOnlinePO.generate_and_reward's arithmetic; `batch` divides by the std of `batch_rewards`: the
+    whole batch's, every rank's (across_ranks.rewards_of_all_ranks); the rank's own when None."""
+    batch_std = np.std(rewards if batch_rewards is None else batch_rewards) if scale == "batch" else None
     advantages = []
     for start in range(0, len(rewards), group_size):
         group = rewards[start : start + group_size]
@@ -46,9 +47,10 @@ def magpietts_advantages(rewards: list[float], group_size: int, scale: str) -> l
     return advantages
 
 
-def easy_magpietts_advantages(rewards: list[float], group_size: int, scale: str) -> list[float]:
-    """EasyMagpieTTSModelOnlinePO.generate_and_reward's arithmetic (after its group-minimum length penalty)."""
-    batch_std = float(np.std(rewards)) if scale == "batch" else None
+def easy_magpietts_advantages(rewards: list[float], group_size: int, scale: str, batch_rewards=None) -> list[float]:
+    """EasyMagpieTTSModelOnlinePO.generate_and_reward's arithmetic (after its group-minimum length penalty);
+    `batch_rewards` as in magpietts_advantages."""
+    batch_std = float(np.std(rewards if batch_rewards is None else batch_rewards)) if scale == "batch" else None
     advantages = []
     for start in range(0, len(rewards), group_size):
         group = rewards[start : start + group_size]

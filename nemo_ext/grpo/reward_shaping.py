@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nemo_ext.grpo.across_ranks import rewards_of_all_ranks
 from nemo_ext.grpo.advantages import magpietts_advantages
 
 # MagpieTTSModelOnlinePO.generate_and_reward's length rule: a rollout this long or this short gets reward 0.
@@ -41,7 +42,8 @@ def apply_to_magpietts_rewards(output: dict, group_size: int, scores: dict, term
             if NEMO_TOO_SHORT_FRAMES < frames < NEMO_TOO_LONG_FRAMES:
                 item["reward"] += weight * float(value)
     rewards = [item["reward"] for item in metrics]
-    advantages = magpietts_advantages(rewards, group_size, scaling)
+    batch_rewards = rewards_of_all_ranks(rewards) if scaling == "batch" else None  # TRL's std spans every rank
+    advantages = magpietts_advantages(rewards, group_size, scaling, batch_rewards)
     for item, advantage in zip(metrics, advantages):
         item["advantage"] = advantage
     device = output["advantages"].device

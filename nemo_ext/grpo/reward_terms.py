@@ -1,7 +1,8 @@
 """GRPO reward terms: each is a weight key, the per-item metric that holds its reward (in [0, 1]), the model it
 scores with and the step-anatomy phase that scoring is timed as. NeMo computes its own terms (CER, speaker similarity,
 PESQ for MagpieTTS, UTMOSv2 for EasyMagpieTTS) in its reward step; a term registered with a `score` function is
-computed by this project after NeMo's, added with its weight, and the advantages are recomputed (advantages.py).
+computed by this project after NeMo's, added with its weight, and the advantages are recomputed (advantages.py);
+MagpieTTS only (EasyMagpieTTS's NeMo step leaves no point to add one, so registration refuses it).
 
 Validation reads the weights from here: each >= 0 and not all zero, and a term that needs a switch (`use_pesq`)
 has no weight without it. Nothing here imports torch."""
@@ -39,6 +40,14 @@ REWARD_TERMS: dict[str, RewardTerm] = {}
 def register_reward_term(term: RewardTerm) -> RewardTerm:
     if term.name in REWARD_TERMS and REWARD_TERMS[term.name] is not term:
         raise ValueError(f"reward term {term.name!r} is registered already")
+    if term.score is not None and EASY_MAGPIETTS in term.families:
+        # EasyMagpieTTS's GRPO step rewards, computes its advantages and updates inside NeMo's one training_step:
+        # there is no point between its reward and its loss where a term of ours could be added. Accepted, it would
+        # be declared, validated and timed, yet never scored.
+        raise ValueError(
+            f"reward term {term.name!r}: families may include {EASY_MAGPIETTS} only for terms NeMo scores "
+            f"(score=None); this project scores its own terms for {MAGPIETTS} only"
+        )
     REWARD_TERMS[term.name] = term
     return term
 

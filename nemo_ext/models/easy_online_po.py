@@ -22,6 +22,7 @@ from nemo.collections.tts.models.easy_magpietts import EasyMagpieTTSModel
 from nemo.collections.tts.models.easy_magpietts_preference_optimization import EasyMagpieTTSModelOnlinePO
 from omegaconf import DictConfig, open_dict
 
+from nemo_ext.grpo.across_ranks import rewards_of_all_ranks
 from nemo_ext.grpo.advantages import easy_magpietts_advantages
 from nemo_ext.grpo.losses import EASY_MAGPIETTS
 from nemo_ext.models.learning_health import GRPOLearningHealth
@@ -137,7 +138,9 @@ class EasyMagpieTTSOnlinePO(GRPOLearningHealth, RewardModelsMixin, EasyMagpieTTS
             )
         if self.settings.reward_scaling == "batch":  # TRL's batch scaling, from NeMo's final rewards
             rewards = [item["reward"] for item in output["metrics"]]
-            advantages = easy_magpietts_advantages(rewards, num_generations_per_item, "batch")
+            advantages = easy_magpietts_advantages(
+                rewards, num_generations_per_item, "batch", rewards_of_all_ranks(rewards)
+            )
             for item, advantage in zip(output["metrics"], advantages):
                 item["advantage"] = advantage
             output["advantages"] = torch.tensor(advantages, device=self.device, dtype=torch.float32)

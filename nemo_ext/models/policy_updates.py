@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nemo_ext.grpo.across_ranks import tokens_per_rank
 from nemo_ext.grpo.advantages import zero_std_groups
 from nemo_ext.grpo.losses import LOSS_TYPES, LossContext
 from nemo_ext.grpo.policy_loss import PolicyLoss, SlotLogps, magpietts_policy_loss, reference_log_probs
@@ -148,11 +149,10 @@ class PolicyUpdates:
         )
 
     def _loss_context(self) -> LossContext:
-        def tokens_per_rank(mask):
-            count = mask.sum().detach().float()
-            return self.trainer.strategy.reduce(count, reduce_op="mean") if self._trainer is not None else count
-
-        return LossContext(max_decoder_steps=self.max_decoder_steps, tokens_per_rank=tokens_per_rank)
+        return LossContext(
+            max_decoder_steps=self.max_decoder_steps,
+            tokens_per_rank=lambda mask: tokens_per_rank(mask.sum().detach().float()),
+        )
 
     def _policy_update(self, rollouts: RolloutBatch, old_logps: SlotLogps | None = None) -> PolicyLoss:
         """One update's loss: the policy forward on the rollouts, the reference's once per rollout batch."""
@@ -201,10 +201,7 @@ class PolicyUpdates:
             update = self._policy_update(rollouts, old_logps)
             optimizer.zero_grad()
             self.manual_backward(update.loss)
-            if self.manual_gradient_clipping is not None:
-                value, algorithm = self.manual_gradient_clipping
-                self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=algorithm)
-            optimizer.step()
+            optimizer.step()  # clips in on_before_optimizer_step, after a gradient scaler unscaled
             self.step_anatomy.end_if_open(phases.OPTIMIZER)  # no optimizer_step hook closes it in manual mode
             for scheduler in schedulers:
                 scheduler.step()
@@ -234,6 +231,16 @@ class PolicyUpdates:
         figures, self._learning_step = self._learning_step, None
         self._log_learning(figures)
         return loss
+
+    def on_before_optimizer_step(self, optimizer):
+        # Measured first (learning/grad_norm, before clipping, as in Lightning's own order for automatic optimization).
+        super().on_before_optimizer_step(optimizer)
+        if not self.automatic_optimization and self.manual_gradient_clipping is not None:
+            # Here rather than before optimizer.step(): under 16-mixed, Lightning's precision plugin unscales the
+            # gradients between the backward and this hook. Clipped before the step, the scaled gradients were
+            # clipped (Lightning issue #18089), and a gradient 65536 times too large always hit the bound.
+            value, algorithm = self.manual_gradient_clipping
+            self.clip_gradients(optimizer, gradient_clip_val=value, gradient_clip_algorithm=algorithm)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
         super().on_train_batch_end(outputs, batch, batch_idx)

@@ -28,11 +28,11 @@ def write_items_manifest(manifest: str, folder) -> str:
     return path
 
 
-def items_still_to_generate(folder) -> tuple[str, int]:
+def items_still_to_generate(folder, rank: int) -> tuple[str, int]:
     """(manifest of the items without a complete sample, how many are complete). A sample is complete once its
     metrics file exists (written last, atomically). The first attempt writes everything; a resumed or requeued
     one only what is missing. Ranks decide alike: they read the same files, which no rank writes until the
-    test loop starts."""
+    test loop starts. Each global rank writes its own copy (`rank`), atomically."""
     items = os.path.join(folder.path, ITEMS_MANIFEST)
     done = set()
     for path in glob.glob(os.path.join(folder.path, AUDIO_DIR, f"*{METRICS_SUFFIX}")):
@@ -40,11 +40,13 @@ def items_still_to_generate(folder) -> tuple[str, int]:
             done.add(json.load(f).get("item_id"))
     if not done:
         return items, 0
-    todo = os.path.join(folder.path, "state", f"items_todo_rank{os.environ.get('SLURM_PROCID', '0')}.json")
-    with open(items) as source, open(todo, "w") as target:
+    todo = os.path.join(folder.path, "state", f"items_todo_rank{rank}.json")
+    temporary = f"{todo}.{os.getpid()}.tmp"
+    with open(items) as source, open(temporary, "w") as target:
         for line in source:
             if line.strip() and json.loads(line)[ITEM_ID_KEY] not in done:
                 target.write(line)
+    os.replace(temporary, todo)
     return todo, len(done)
 
 
@@ -71,7 +73,7 @@ def generate(settings, callbacks: list) -> StageResult:
     # DataGen's product is its per-item files; a stop keeps those written so far (nothing to checkpoint).
     with StageRun(settings, saves_checkpoints=False) as run:
         write_items_manifest(settings.data.manifest("test_manifest"), run.folder)
-        todo, done = items_still_to_generate(run.folder)
+        todo, done = items_still_to_generate(run.folder, run.rank)
         audio_dir = os.path.join(run.folder.path, AUDIO_DIR)
         if done:
             print(f"[magpie] {done} items already complete in {run.folder.path}; generating the rest", flush=True)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_ext.errors import ConfigError
-from nemo_ext.stages.stage import Loop
+from nemo_ext.stages.stage import Loop, rank_from_environment
 
 STATE_FILE = os.path.join("state", "run_state.json")
 LOCK_FILE = os.path.join("state", "run.lock")
@@ -125,13 +125,6 @@ def _write_json_atomically(path: str, content: dict) -> None:
     os.replace(temporary, path)
 
 
-def _global_rank_from_env() -> int:
-    for name in ("RANK", "SLURM_PROCID"):
-        if os.environ.get(name, "").isdigit():
-            return int(os.environ[name])
-    return 0
-
-
 def _slurm_version() -> str | None:
     job = os.environ.get("SLURM_ARRAY_JOB_ID")
     if job:
@@ -157,6 +150,17 @@ def planned_run_folder(settings) -> str | None:
     return os.path.join(experiment_dir(settings), version) if version else None
 
 
+def check_resume(settings) -> None:
+    """The checks a launch makes on `resume=` before it takes the folder, reading only: the dry run runs them too,
+    so a run that cannot be continued (finished, of another stage, with a changed config) is refused on the login
+    node before anything is queued."""
+    if not settings.run.resume:
+        return
+    path = _requested_folder(experiment_dir(settings), str(settings.run.resume))
+    folder = RunFolder(path, os.path.basename(path), resuming=True, owner=False)
+    _check_resumable(folder, settings.config, settings.stage.name, trains=settings.stage.loop is Loop.FIT)
+
+
 def open_run_folder(settings) -> RunFolder:
     """Choose (and on rank 0 create, lock and describe) the run folder for this launch. Raises ConfigError
     before any model is built when continuing is refused."""
@@ -165,7 +169,7 @@ def open_run_folder(settings) -> RunFolder:
     inherited = os.environ.get(RUN_DIR_ENV)
     if inherited:
         return RunFolder(inherited, os.path.basename(inherited), resuming=bool(read_state(inherited)), owner=False)
-    owner = _global_rank_from_env() == 0
+    owner = rank_from_environment() == 0
     requested = settings.run.resume
     slurm_version = _slurm_version()
     if requested:
@@ -178,7 +182,7 @@ def open_run_folder(settings) -> RunFolder:
     else:
         if not owner:
             raise ConfigError(
-                "resume", None, f"a run folder: rank {_global_rank_from_env()} was started without rank 0's folder"
+                "resume", None, f"a run folder: rank {rank_from_environment()} was started without rank 0's folder"
             )
         folder = _create_new_folder(experiment)
     if folder.resuming:

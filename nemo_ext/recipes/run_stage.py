@@ -43,6 +43,10 @@ def run_stage(stage: Stage, cfg, callbacks: list | None = None):
     (a StageResult; the pair stage's PairsRun), None after a dry run."""
     settings = stage.parse(cfg)
     if settings.run.dry_run:
+        if settings.stage.builds_a_model:
+            from nemo_ext.recipes.run_folder import check_resume
+
+            check_resume(settings)  # what the launch itself would refuse about resume=, before anything is queued
         print_dry_run(settings)
         return None
     runner = import_object(stage.runner) if stage.runner else fit

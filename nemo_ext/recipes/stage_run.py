@@ -11,10 +11,12 @@ from omegaconf import DictConfig
 
 from nemo_ext.checkpoints import configs_in_checkpoints_allowed
 from nemo_ext.compat import backport_tar_extraction_filter
+from nemo_ext.recipes.devices import devices_per_node
 from nemo_ext.recipes.heartbeat import Heartbeat, outcome_of
 from nemo_ext.recipes.model_config import writable_config
 from nemo_ext.recipes.run_folder import FAILED, FINISHED, INTERRUPTED, RunFolder, open_run_folder
 from nemo_ext.recipes.run_stopped import EXIT_STOPPED, RunStopped
+from nemo_ext.recipes.seeding import RankRandomStreams, seed_run
 from nemo_ext.recipes.stopping import StopOnSignal
 from nemo_ext.recipes.trainer import build_trainer, finish_loggers, manual_gradient_clipping
 from nemo_ext.stages.stage import rank_from_environment
@@ -50,9 +52,16 @@ class StageRun:
             self.stopper.checkpoint_dir = self.folder.checkpoint_dir
         if self.settings.faults is not None:
             self.heartbeat = Heartbeat(
-                self.folder.path, int(rank_from_environment()), self.settings.faults.heartbeat_every_s, self._step
+                self.folder.path, self.rank, self.settings.faults.heartbeat_every_s, self._step
             ).__enter__()
         return self
+
+    @property
+    def rank(self) -> int:
+        """This process's global rank, before the trainer exists (from its launcher's environment)."""
+        arguments = self.settings.trainer.arguments
+        per_node = devices_per_node(arguments.get("devices", "auto"), str(arguments.get("accelerator", "auto")))
+        return rank_from_environment(per_node)
 
     def _step(self) -> int | None:
         return self.trainer.global_step if self.trainer is not None else None
@@ -95,6 +104,9 @@ class StageRun:
 
     def _build(self, model_class, model_cfg: DictConfig, callbacks: list):
         callbacks = list(callbacks) + [self.stopper]
+        seed = self.settings.run.seed
+        if seed is not None:
+            callbacks.append(RankRandomStreams(seed))
         if self.heartbeat is not None:
             callbacks.append(self.heartbeat.training_started())
         self.trainer = build_trainer(self.settings, self.folder, callbacks=callbacks)
@@ -102,13 +114,10 @@ class StageRun:
             f"[magpie] rank {self.trainer.global_rank} of {self.trainer.world_size} on {socket.gethostname()}",
             flush=True,
         )
-        seed = self.settings.run.seed
         if seed is not None:
-            # Each rank its own stream (seed + rank): ranks draw different rollouts; building the models, the
-            # steps and the stops are then the same from run to run.
-            import lightning.pytorch as pl
-
-            pl.seed_everything(seed + self.trainer.global_rank, verbose=False)
+            # One data order for every rank; each rank its own stream once DDP is set up (seeding.py). Building
+            # the models, the steps and the stops are then the same from run to run.
+            seed_run(seed)
         with configs_in_checkpoints_allowed():  # NeMo torch.loads Lightning checkpoints (configs inside)
             model = model_class(cfg=model_cfg, trainer=self.trainer, settings=self.settings.algorithm)
             # NeMo pops `init_from_ptl_ckpt` from the config it is given: a copy of ours.

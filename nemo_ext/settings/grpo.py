@@ -169,7 +169,9 @@ class GRPOSettings:
 
         loss_type = rules.choice("grpo", loss_type_names(family)).read(node, "loss_type")
         scale = node.get("scale_rewards", True)
-        if scale not in SCALE_REWARDS or isinstance(scale, int) and not isinstance(scale, bool):
+        # By type as well as value: 1.0 == True in Python, and 1.0 passed as "group" to NeMo's class but read as
+        # unscaled here.
+        if not isinstance(scale, bool | str) or scale not in SCALE_REWARDS:
             raise ConfigError("model.scale_rewards", scale, "group, batch, none (or NeMo's true = group, false = none)")
         terms = reward_terms(family)
         weights = {

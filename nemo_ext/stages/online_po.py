@@ -27,6 +27,30 @@ def _budgets_in_whole_rollout_batches(settings) -> None:
         )
 
 
+def _accumulation_it_can_serve(settings) -> None:
+    """Gradient accumulation where it cannot be made right, refused before anything is built: several updates per
+    rollout batch step the optimizer themselves (Lightning refuses accumulation for manual optimization only once
+    every model is built), and `dapo`'s normalizer is the token count of the whole optimizer step, which would
+    include rollout batches not generated yet (TRL counts them because it generates them ahead)."""
+    accumulate = settings.trainer.arguments.get("accumulate_grad_batches", 1)
+    if accumulate == 1:
+        return
+    algorithm = settings.algorithm
+    if algorithm.num_iterations > 1:
+        raise ConfigError(
+            "trainer.accumulate_grad_batches",
+            accumulate,
+            f"1 with model.num_iterations={algorithm.num_iterations} (each rollout batch steps the optimizer itself)",
+        )
+    if algorithm.loss_type == "dapo":
+        raise ConfigError(
+            "trainer.accumulate_grad_batches",
+            accumulate,
+            "1 with model.loss_type=dapo (its per-token mean spans the whole optimizer step; use bnpo or grpo to "
+            "accumulate)",
+        )
+
+
 ONLINE_PO = Stage(
     name="online_po",
     summary="GRPO of MagpieTTS: rollouts scored by Whisper / NeMo ASR and a speaker model",
@@ -64,5 +88,5 @@ ONLINE_PO = Stage(
     manifests=TRAINING_MANIFESTS,
     reference_policy=True,
     reward_terms=True,
-    cross_checks=(_budgets_in_whole_rollout_batches,),
+    cross_checks=(_budgets_in_whole_rollout_batches, _accumulation_it_can_serve),
 )

@@ -245,5 +245,15 @@ def _read_only(container: Mapping) -> DictConfig:
     return node
 
 
-def rank_from_environment() -> str:
-    return os.environ.get("SLURM_PROCID", os.environ.get("RANK", "0"))
+def rank_from_environment(devices_per_node: int = 1) -> int:
+    """This process's global rank as its launcher set it, before any trainer exists: torchrun's RANK, srun's
+    SLURM_PROCID, or Lightning's own launcher, which starts the other ranks of a node with LOCAL_RANK and NODE_RANK
+    (NODE_RANK x devices_per_node + LOCAL_RANK). 0 for a process no launcher started."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    local = os.environ.get("LOCAL_RANK", "")
+    if local.isdigit():
+        node = os.environ.get("NODE_RANK", "")
+        return (int(node) if node.isdigit() else 0) * devices_per_node + int(local)
+    return 0

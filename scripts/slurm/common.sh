@@ -5,6 +5,8 @@
 # The recipes' exit code for "stopped on request, progress saved, resumable" (EXIT_STOPPED in
 # nemo_ext/recipes/stopping.py).
 MAGPIE_EXIT_STOPPED=75
+# ... and for "config error", refused before any model was built (nemo_ext/recipes/entry.py).
+MAGPIE_EXIT_CONFIG_ERROR=2
 
 # Ranks: srun sets SLURM_PROCID / SLURM_LOCALID / SLURM_NODEID per task and Lightning's SLURMEnvironment reads
 # them. Rendezvous: the first node of the allocation, a port derived from the job id (stable across requeues).
@@ -65,6 +67,18 @@ magpie_split_args() {
   done
 }
 
+# The user's arguments without any resume= (the command that continues a run names its folder once), each followed
+# by a space.
+magpie_without_resume() {
+  local argument
+  for argument in "$@"; do
+    case "$argument" in
+      resume=* | +resume=* | ++resume=*) ;;
+      *) printf '%s ' "$argument" ;;
+    esac
+  done
+}
+
 # The launcher's own settings, checked on the login node (submit.sh) and again on the batch host.
 magpie_check_launcher_settings() {
   if ! [[ "${MAGPIE_MAX_RESTARTS:-2}" =~ ^[0-9]+$ ]]; then
@@ -102,7 +116,13 @@ magpie_run_stage() {
   # Re-validate on the batch host before starting every rank (inputs can vanish while the job queues). The dry
   # run also names the run folder (the job id's, or resume='s): the ranks' heartbeats are read there on a failure.
   local checked run_dir
-  checked=$(cd "$repo" && "$python" "$recipe" "${arguments[@]}" dry_run=true) || return
+  local dry_run_status=0
+  checked=$(cd "$repo" && "$python" "$recipe" "${arguments[@]}" dry_run=true) || dry_run_status=$?
+  if ((dry_run_status != 0)); then
+    echo "[magpie] job $SLURM_JOB_ID: a config error on the batch host (exit $dry_run_status, the line above):" \
+      "nothing was started. Fix the config and submit again" >&2
+    return "$dry_run_status"
+  fi
   echo "$checked"
   run_dir=$(sed -n 's/^\[dry-run\] run folder: //p' <<<"$checked" | head -n 1)
 
@@ -135,6 +155,13 @@ magpie_run_stage() {
     if ((status == 0)); then
       break
     fi
+    if ((status == MAGPIE_EXIT_CONFIG_ERROR)); then
+      # The recipes exit 2 only for a config error (nemo_ext/recipes/entry.py), found before any model is built:
+      # the same launch would be refused again, so it is never restarted.
+      echo "[magpie] job $job: a config error (exit $status, the ranks' 'config error:' line above): not" \
+        "restarting. Fix the config and submit again" >&2
+      break
+    fi
     if ((status == MAGPIE_EXIT_STOPPED)); then
       echo "[magpie] job $job stopped with its progress saved (exit $status): requeueing it"
       scontrol requeue "$job"
@@ -155,7 +182,7 @@ magpie_run_stage() {
     fi
     local point="at step $step" continue_with
     if [[ "$step" == set-up ]]; then point="in set-up"; fi
-    continue_with="bash scripts/slurm/submit.sh $stage ${*} resume=${run_dir:-<its run folder>}"
+    continue_with="bash scripts/slurm/submit.sh $stage $(magpie_without_resume "$@")resume=${run_dir:-<its run folder>}"
     if ((restarts >= max_restarts)); then
       echo "[magpie] job $job: failed $point; not restarting: $restarts of MAGPIE_MAX_RESTARTS=$max_restarts" \
         "restarts used. Continue it with: $continue_with" >&2
