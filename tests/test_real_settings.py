@@ -117,3 +117,83 @@ def test_ddp_still_reads_parameters_to_ignore_and_the_module_attribute_that_fill
         assert "registered_later" not in wrapper.named_module_buffers
     finally:
         dist.destroy_process_group()
+
+
+# ---- clipping under a gradient scaler ----
+class GradientNorms:
+    """Records, per optimizer step, the gradient norm the hooks see (after the scaler's unscale, before clipping)
+    and, after the step, the norm the optimizer stepped with (after clipping)."""
+
+    def __init__(self):
+        import lightning.pytorch as pl
+
+        outer = self
+
+        class Recorder(pl.Callback):
+            def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+                outer.before_clipping.append(outer.norm(optimizer))
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                outer.stepped_with.append(outer.norm(trainer.optimizers[0]))
+                outer.logged.append(float(trainer.callback_metrics["learning/grad_norm"]))
+                outer.scales.append(float(trainer.precision_plugin.scaler.get_scale()))
+
+        self.callback = Recorder()
+        self.before_clipping, self.stepped_with, self.logged, self.scales = [], [], [], []
+
+    @staticmethod
+    def norm(optimizer) -> float:
+        import torch
+
+        grads = [p.grad.float() for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
+@pytest.mark.e2e
+def test_several_updates_clip_the_unscaled_gradients_under_a_gradient_scaler(tiny_config, tmp_path):
+    """16-mixed with the loop that steps the optimizer itself (num_iterations=2): Lightning's scaler unscales between
+    the backward and on_before_optimizer_step. Clipped before the step, the scaled gradients (x1024 here) were
+    clipped to the bound and then divided by the scale: the step used a gradient 1024 times smaller than the bound,
+    and learning/grad_norm was measured on it. A real Trainer, NeMo's model, torch.amp.GradScaler on the CPU."""
+    import lightning.pytorch as pl
+    import torch
+    from lightning.pytorch.plugins.precision import MixedPrecision
+    from magpie_testing import stage_configs
+    from parity_harness import build
+
+    from nemo_ext.models import MagpieTTSOnlinePO
+
+    cfg, model_cfg = stage_configs(
+        ONLINE_PO,
+        # NeMo's CTC alignment loss fills with -1e15, which fp16 cannot hold (NeMo's PO recipe turns it off)
+        tiny_config(
+            "online_po_tiny", "model.num_iterations=2", "trainer.max_steps=4", "+model.alignment_loss_scale=0.0"
+        ),
+    )
+    bound = 1e-3  # below the tiny model's gradient norm, so the clip bites at every step
+    norms = GradientNorms()
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=10_000)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        plugins=[MixedPrecision("16-mixed", "cpu", scaler=scaler)],
+        max_steps=4,
+        logger=pl.loggers.CSVLogger(str(tmp_path), name="scaled"),
+        enable_checkpointing=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        enable_progress_bar=False,
+        callbacks=[norms.callback],
+    )
+    model = build(MagpieTTSOnlinePO, cfg, model_cfg, trainer)
+    model.manual_gradient_clipping = (bound, "norm")
+    trainer.fit(model)
+
+    assert trainer.global_step == 4 and len(norms.before_clipping) == 4 and len(norms.stepped_with) == 2
+    assert set(norms.scales) == {1024.0}  # a real scale, never backed off (finite gradients)
+    # Each step's gradient, unscaled, exceeds the bound; the optimizer then stepped with exactly the bound.
+    assert min(norms.before_clipping) > 10 * bound, norms.before_clipping
+    for stepped in norms.stepped_with:
+        assert stepped == pytest.approx(bound, rel=1e-3), norms.stepped_with
+    # learning/grad_norm is the unscaled norm before clipping (of each batch's last update).
+    assert norms.logged == pytest.approx(norms.before_clipping[1::2], rel=1e-5)

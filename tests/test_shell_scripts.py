@@ -79,3 +79,15 @@ def test_a_bad_restart_bound_is_refused_before_anything_is_queued(tmp_path, valu
     )
     assert result.returncode == 2
     assert result.stderr.startswith(f"launcher: MAGPIE_MAX_RESTARTS={value} is invalid; allowed: a whole number >= 0")
+
+
+def test_the_command_that_continues_a_run_names_its_folder_once():
+    """The launcher's 'continue it with' command: the user's arguments without their resume=, then the run folder's
+    (it repeated resume=, and the repeat was refused again)."""
+    script = 'source scripts/slurm/common.sh; echo "$(magpie_without_resume "$@")resume=/runs/a"'
+    arguments = ["--config-name", "online_po_tiny", "resume=/runs/a", "+resume=x", "++resume=y", "trainer.max_steps=9"]
+    result = subprocess.run(
+        ["bash", "-c", script, "magpie", *arguments], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "--config-name online_po_tiny trainer.max_steps=9 resume=/runs/a"

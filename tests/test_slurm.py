@@ -224,3 +224,65 @@ def test_requeue_on_sigusr1_resumes_from_the_saved_checkpoint(slurm, tmp_path, t
     assert len(glob.glob(str(tmp_path / "runs" / "tiny_online_po" / job / "checkpoints" / "*last.ckpt"))) == 1
     run_ids = {Path(f).stem for f in find_offline_runs(str(tmp_path / "runs"))}
     assert run_ids == {f"run-{job}"}  # both attempts logged to the one W&B run of this job
+
+
+def finished_run_folder(slurm, tmp_path, tiny) -> Path:
+    """A DPO run of 1 step, finished, in the experiment folder the submissions below use."""
+    from magpie_testing import run_recipe
+
+    exp_dir = tmp_path / "runs"
+    result = run_recipe(
+        "offline_po_dpo.py",
+        *tiny_args("offline_po_dpo", tiny),
+        "trainer.max_steps=1",
+        cwd=tmp_path,
+        env={"MAGPIE_EXP_DIR": str(exp_dir)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    [folder] = (exp_dir / "tiny_offline_po_dpo").iterdir()
+    assert json.loads((folder / "state" / "run_state.json").read_text())["status"] == "finished"
+    return folder
+
+
+def test_resuming_a_finished_run_is_refused_on_the_login_node_before_anything_is_queued(slurm, tmp_path, tiny):
+    """The dry run makes the launch's own checks on resume=. Before, it said `config valid`, the job was queued, and
+    every rank refused it on the batch host."""
+    folder = finished_run_folder(slurm, tmp_path, tiny)
+    args = (*tiny_args("offline_po_dpo", tiny), "trainer.max_steps=1", f"resume={folder}")
+    result = submit(slurm, tmp_path, "offline_po_dpo", *args, TASKS_PER_NODE="1")  # the run's own topology
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"config error: resume='{folder}' is invalid; allowed: an unfinished run; this one finished (at step 1)" in (
+        result.stderr
+    )
+    assert "config valid" not in result.stdout and "Submitted batch job" not in result.stdout
+    assert queue(slurm) == ""
+
+
+def test_a_config_error_in_the_ranks_is_named_and_never_restarted(slurm, tmp_path, tiny):
+    """The ranks refuse their config (exit 2) after the batch host's dry run passed: the launcher says it was a config
+    error and restarts nothing (before, it restarted it in place as if it were a crash, and then called it 'a crash
+    that repeats'). The ranks get a bad value the dry runs never saw, through a python wrapper."""
+    wrapper = tmp_path / "python-that-breaks-the-ranks-config"
+    wrapper.write_text(
+        "#!/bin/bash\n"
+        'case " $* " in *" dry_run=true "*) exec "$REAL_PYTHON" "$@" ;; esac\n'
+        'exec "$REAL_PYTHON" "$@" trainer.max_steps=-5\n'
+    )
+    wrapper.chmod(0o755)
+    result = submit(
+        slurm,
+        tmp_path,
+        "offline_po_dpo",
+        *tiny_args("offline_po_dpo", tiny),
+        MAGPIE_PYTHON=str(wrapper),
+        REAL_PYTHON=slurm.env["MAGPIE_PYTHON"],
+    )
+    job = job_id(result)
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert result.returncode == 2, output[-4000:]
+    assert "config error: trainer.max_steps=-5 is invalid" in output, output[-4000:]
+    assert f"[magpie] job {job}: a config error (exit 2, the ranks' 'config error:' line above): not restarting" in (
+        output
+    )
+    assert "restart 1 of" not in output and "a crash that repeats" not in output
+    assert output.count(f"[magpie] job {job} (restart 0)") == 1

@@ -26,6 +26,8 @@ DEVICE_SPELLINGS = "an int > 0, -1 (all GPUs), 'auto', a digit string, a GPU id 
 FP16_TRUE = ("16-true",)
 BF16_TRUE = ("bf16-true",)
 TRANSFORMER_ENGINE = ("transformer-engine", "transformer-engine-float16")
+# fp16 autocast with a gradient scaler. Lightning runs it on a CPU as bf16-mixed, without the scaler (a warning only).
+FP16_MIXED = ("16-mixed", "16")
 
 
 def _token_accepts(token: str, value: object) -> bool:
@@ -207,16 +209,23 @@ class TrainerSettings:
                     "32-true, 16-mixed, bf16-mixed, bf16-true or 16-true "
                     "(transformer-engine precisions need NVIDIA Transformer Engine, not installed here)",
                 )
-        if precision not in FP16_TRUE + BF16_TRUE or not self.runs_on_cpu():
+        if precision not in FP16_TRUE + BF16_TRUE + FP16_MIXED or not self.runs_on_cpu():
             return
         where = f"on the CPU (trainer.accelerator={self.accelerator}; no CUDA device here)"
+        if precision in FP16_MIXED:
+            raise ConfigError(
+                "trainer.precision",
+                precision,
+                f"32-true, bf16-mixed or bf16-true {where}: Lightning would run 16-mixed on the CPU as bf16-mixed, "
+                "without the gradient scaler fp16 needs",
+            )
         if precision in FP16_TRUE:
-            raise ConfigError("trainer.precision", precision, f"32-true, bf16-mixed, 16-mixed or bf16-true {where}")
+            raise ConfigError("trainer.precision", precision, f"32-true, bf16-mixed or bf16-true {where}")
         scale = float(alignment_loss_scale() or 0.0)
         if scale > 0:
             raise ConfigError(
                 "trainer.precision",
                 precision,
-                f"32-true, bf16-mixed or 16-mixed {where}: model.alignment_loss_scale={scale:g} (the CTC "
+                f"32-true or bf16-mixed {where}: model.alignment_loss_scale={scale:g} (the CTC "
                 "alignment loss has no bf16 CPU kernel); bf16-true needs +model.alignment_loss_scale=0.0",
             )
