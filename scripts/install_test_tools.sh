@@ -4,6 +4,8 @@
 # Needs root and Debian/Ubuntu apt; elsewhere it says what it skipped and the gated tests skip.
 set -euo pipefail
 packages=(slurm-wlm munge shellcheck espeak-ng)
+# Debian installs the daemons in /usr/sbin, which a stock PATH (env -i PATH=/usr/bin:/bin) lacks.
+PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 missing=()
 for tool in slurmctld slurmd munged shellcheck espeak-ng; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")

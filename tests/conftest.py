@@ -15,7 +15,9 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ["WANDB_SILENT"] = "true"
 os.environ.pop("WANDB_API_KEY", None)
 
-from magpie_testing import compose  # noqa: E402
+from magpie_testing import compose, path_with_system_bin  # noqa: E402
+
+os.environ["PATH"] = path_with_system_bin(os.environ.get("PATH", ""))  # the SLURM and munge daemons live in sbin
 
 
 @pytest.fixture(scope="session")

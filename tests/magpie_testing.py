@@ -113,10 +113,27 @@ def _have_cuda() -> bool:
 
 
 requires_cuda = pytest.mark.skipif(not _have_cuda(), reason="needs a CUDA device")
-requires_slurm = pytest.mark.skipif(
-    not (shutil.which("slurmctld") and shutil.which("slurmd") and shutil.which("munged") and os.geteuid() == 0),
-    reason="needs Debian's slurm-wlm and munge installed and root (bash .ci/run installs them)",
-)
+# Debian installs the daemons in /usr/sbin, which a stock PATH (env -i PATH=/usr/bin:/bin) lacks: conftest.py puts
+# these folders on the session's PATH, so the gate, the cluster and its jobs find what is installed.
+SYSTEM_BIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+SLURM_TOOLS = ("slurmctld", "slurmd", "munged", "sbatch", "srun", "scontrol")
+
+
+def path_with_system_bin(path: str) -> str:
+    present = path.split(os.pathsep) if path else []
+    return os.pathsep.join(present + [d for d in SYSTEM_BIN_DIRS if d not in present])
+
+
+def _slurm_missing() -> str | None:
+    missing = [tool for tool in SLURM_TOOLS if not shutil.which(tool, path=path_with_system_bin(os.environ["PATH"]))]
+    if missing:
+        return f"needs Debian's slurm-wlm and munge (bash .ci/run installs them); not found: {', '.join(missing)}"
+    if os.geteuid() != 0:
+        return "needs root to start slurmctld, slurmd and munged"
+    return None
+
+
+requires_slurm = pytest.mark.skipif(_slurm_missing() is not None, reason=_slurm_missing() or "")
 
 
 def assert_wandb_reduces_rank_files(exp_dir, memory_dir, ranks: int) -> None:

@@ -1,7 +1,5 @@
 """The +whisper shortcut, and bad input failing with a clear error before any model is built."""
 
-import time
-
 import pytest
 from magpie_testing import compose, run_recipe
 from omegaconf import OmegaConf
@@ -86,8 +84,7 @@ def test_missing_required_path_in_real_config():
         ONLINE_PO.run(compose("online_po"))
 
 
-def test_cli_bad_dtype_exits_2_in_seconds_with_one_line(tiny, tmp_path):
-    started = time.monotonic()
+def test_cli_bad_dtype_exits_2_with_one_line_before_any_model(tiny, tmp_path):
     result = run_recipe(
         "online_po.py", "--config-name", "online_po_tiny", f"tiny_root={tiny.root}", "+whisper.dtype=int3", cwd=tmp_path
     )
@@ -96,7 +93,6 @@ def test_cli_bad_dtype_exits_2_in_seconds_with_one_line(tiny, tmp_path):
         "config error: whisper.dtype='int3' is invalid; allowed: auto, float16, fp16, bfloat16, bf16, float32, fp32"
     ) in result.stderr
     assert "restored" not in result.stdout + result.stderr  # no model was loaded
-    assert time.monotonic() - started < 60
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,6 @@
 
 import json
 import os
-import time
 
 import pytest
 from magpie_testing import run_recipe
@@ -85,7 +84,6 @@ def test_bad_data_fails_before_any_model_is_built(
 def test_recipe_exits_2_with_one_line_and_dry_run_refuses_too(tiny, tmp_path, manifests):
     """What the user and the SLURM launcher (which runs dry_run=true before queueing) see."""
     for extra in ([], ["dry_run=true"]):
-        started = time.monotonic()
         result = run_recipe(
             "offline_po_datagen.py",
             "--config-name",
@@ -101,7 +99,6 @@ def test_recipe_exits_2_with_one_line_and_dry_run_refuses_too(tiny, tmp_path, ma
             f"config error: data.test_manifest='{manifests['empty']}' is invalid; allowed: a manifest with at "
             "least one line (this one is empty)"
         ]
-        assert time.monotonic() - started < 60
         assert not (tmp_path / "runs" / "tiny_offline_po_datagen").exists()
 
 

@@ -23,7 +23,6 @@ def rendezvous(tmp_path, hostname: str, node_addr: str):
     """magpie_export_rendezvous from scripts/slurm/common.sh, with `scontrol` answering for a node whose SLURM
     name is `hostname` and whose NodeAddr is `node_addr` (what the real two-node tests cannot vary)."""
     import os
-    import time
 
     stub = tmp_path / "bin" / "scontrol"
     stub.parent.mkdir()
@@ -36,7 +35,6 @@ def rendezvous(tmp_path, hostname: str, node_addr: str):
     script = (
         'set -euo pipefail; source scripts/slurm/common.sh; magpie_export_rendezvous; echo "$MASTER_ADDR $MASTER_PORT"'
     )
-    started = time.monotonic()
     result = subprocess.run(
         ["bash", "-c", script],
         cwd=REPO,
@@ -48,21 +46,21 @@ def rendezvous(tmp_path, hostname: str, node_addr: str):
         },
         capture_output=True,
         text=True,
+        timeout=30,  # a rendezvous that waited on an unresolvable name would hang: bounded, and then the test fails
     )
-    return result, time.monotonic() - started
+    return result
 
 
 def test_rendezvous_address_is_the_first_nodes_address_not_its_name(tmp_path):
-    result, _ = rendezvous(tmp_path, "gpu-node-017", "127.0.0.5")
+    result = rendezvous(tmp_path, "gpu-node-017", "127.0.0.5")
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["127.0.0.5", "20007"]
 
 
 def test_rendezvous_fails_in_seconds_when_the_first_node_resolves_to_nothing(tmp_path):
-    result, seconds = rendezvous(tmp_path, "m1.invalid", "m1.invalid")
+    result = rendezvous(tmp_path, "m1.invalid", "m1.invalid")
     assert result.returncode == 2
     assert "the first node m1.invalid (NodeAddr m1.invalid) resolves to no IPv4 address" in result.stderr
-    assert seconds < 30
 
 
 @pytest.mark.parametrize("value", ["x", "-1", "1.5"])

@@ -71,13 +71,11 @@ def test_the_harness_reads_a_jobs_exit_code_as_sbatch_wait_gives_it(slurm, tmp_p
 
 @pytest.mark.parametrize("stage", ["online_po", "easy_online_po", "offline_po_datagen", "offline_po_dpo"])
 def test_missing_input_fails_on_the_login_node_and_queues_nothing(slurm, tmp_path, tiny, stage):
-    started = time.monotonic()
     result = submit(slurm, tmp_path, stage, *tiny_args(stage, tiny), "codecmodel_path=/no/codec.nemo")
     assert result.returncode == 2
     assert "config error: codecmodel_path='/no/codec.nemo' is invalid" in result.stderr
     assert "Submitted batch job" not in result.stdout
     assert queue(slurm) == ""
-    assert time.monotonic() - started < 60
 
 
 def test_topology_typed_twice_is_refused_before_queueing(slurm, tmp_path, tiny):

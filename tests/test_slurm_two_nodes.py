@@ -48,6 +48,8 @@ requires_two_node_slurm = pytest.mark.skipif(
     reason="needs root, iproute2, util-linux and Debian's slurm-wlm + munge (bash scripts/install_test_tools.sh)",
 )
 pytestmark = [
+    # A job here waits up to 900 s for its steps (submit); the requeue tests run two attempts.
+    pytest.mark.timeout(1200),
     pytest.mark.slurm,
     pytest.mark.e2e,
     pytest.mark.multiprocess,
