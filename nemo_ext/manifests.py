@@ -18,7 +18,8 @@ from nemo_ext.errors import ConfigError
 
 # Keys MagpieTTSDataset reads from every line (NeMo 3.0.0 text_to_speech_dataset.py / tts_dataset_utils).
 REQUIRED_KEYS = ("audio_filepath", "text", "duration")
-# Keys that hold audio paths the PO code opens as they are (absolute paths, see FINDINGS.md).
+# Keys that hold audio paths the PO code opens as they are: NeMo's PO reward step sf.read()s
+# batch['audio_filepaths'] without the dataset's audio_dir, so they must be absolute.
 AUDIO_PATH_KEYS = ("audio_filepath", "context_audio_filepath")
 # MagpieTTSDatasetDPO: chosen on line 2i with reward 1, rejected on line 2i+1 with reward < 1.
 CHOSEN_REWARD = 1.0

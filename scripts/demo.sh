@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The embedded tiny default end to end on CPU: install, build tiny models offline, run a 2-step GRPO.
+# The embedded tiny default end to end on CPU: install, build tiny models offline, run the tiny GRPO (40 steps,
+# trainer.max_steps in conf/online_po_tiny.yaml) and print whether the mean reward rose.
 #   bash scripts/demo.sh [extra Hydra overrides, e.g. +whisper.dtype=fp32]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -197,3 +197,16 @@ def test_the_step_summary_leaves_the_warm_up_out_and_says_so(tiny_config, tmp_pa
     assert heading.startswith("Step anatomy over steps 2-3 (2 logged); left out: 1 warm-up step (")
     rows = [r for r in __import__("magpie_testing").read_jsonl(os.path.join(run.log_dir, "memory", "rank0.jsonl"))]
     assert [r["step"] for r in rows if r["phase"] == "step"] == [1, 2, 3]  # the rank file keeps the warm-up step
+
+
+@pytest.mark.parametrize("count", [1, 9, 12, 13, 40, 430, 3000])
+def test_the_step_anatomy_picture_labels_few_enough_steps_to_read(count):
+    """40 labelled steps ran together ("1011121314..."): at most 12, every k-th, the last one included."""
+    from nemo_ext.telemetry.plot import step_ticks
+
+    steps = list(range(1, count + 1))
+    ticks = step_ticks(steps)
+    assert len(ticks) <= 13 and ticks[-1] == steps[-1] and set(ticks) <= set(steps)
+    assert ticks == sorted(set(ticks))
+    if count <= 12:
+        assert ticks == steps

@@ -75,7 +75,8 @@ def test_english_only_checkpoint_gets_no_language_argument(tiny):
 
 
 def test_upstream_helper_is_still_broken_under_pinned_transformers(tiny, whisper_fp32):
-    """Canary for FINDINGS item 1: when upstream fixes its helper, our replacement can go."""
+    """Canary for NeMo's broken helper (transcribe_with_whisper_from_filepaths under transformers 5, docs/parity.md):
+    when upstream fixes it, our replacement can go."""
     from nemo.collections.tts.parts.utils.helpers import transcribe_with_whisper_from_filepaths
 
     processor, model = whisper_fp32

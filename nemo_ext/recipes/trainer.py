@@ -32,7 +32,7 @@ def trainer_arguments(trainer, clipped_by_the_model: bool = False) -> dict:
         trainer_kwargs.pop("gradient_clip_algorithm", None)
     if trainer_kwargs.get("strategy", "auto") == "auto" and world_size(trainer_kwargs) > 1:
         # MagpieTTS leaves some parameters (local_transformer*) without gradients in a PO step:
-        # plain DDP fails at step 2 (FINDINGS.md).
+        # plain DDP fails at step 2 with "Expected to have finished reduction in the prior iteration".
         trainer_kwargs["strategy"] = "ddp_find_unused_parameters_true"
     if trainer_kwargs.get("max_epochs") is None:
         # A budget in steps alone just works (Lightning's default max_epochs would stop it at an epoch end);

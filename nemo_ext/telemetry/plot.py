@@ -4,6 +4,19 @@ from __future__ import annotations
 
 import math
 
+MOST_STEP_LABELS = 12  # past this, labels of consecutive steps run together ("1011121314...")
+
+
+def step_ticks(steps: list[int]) -> list[int]:
+    """The steps labelled on the x axis: every step up to MOST_STEP_LABELS, else every k-th (k a round number) and
+    the last."""
+    if len(steps) <= MOST_STEP_LABELS:
+        return list(steps)
+    span = steps[-1] - steps[0]
+    stride = next(k for k in (2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000) if span / k <= MOST_STEP_LABELS - 1)
+    ticks = [step for step in steps if step % stride == 0]
+    return ticks if ticks[-1] == steps[-1] else ticks + [steps[-1]]
+
 
 def draw_step_anatomy(history: list[dict[str, float]], phases: tuple[str, ...], path: str, ranks: str) -> str:
     import matplotlib
@@ -19,7 +32,7 @@ def draw_step_anatomy(history: list[dict[str, float]], phases: tuple[str, ...], 
         seconds = [row.get(f"time/{phase}_s", 0.0) for row in history]
         times.bar(steps, seconds, bottom=bottom, label=phase, color=colors[index % len(colors)])
         bottom = [b + s for b, s in zip(bottom, seconds)]
-    times.set_xticks(steps)
+    times.set_xticks(step_ticks(steps))
     times.set_xlabel("step")
     times.set_ylabel("seconds")
     times.set_title(f"Time per phase ({ranks}, max over ranks)")
