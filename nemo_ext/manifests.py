@@ -142,3 +142,23 @@ def _check_pairs(key, path, entries, out_of_range, min_duration, max_duration) -
             f"line {out_of_range[0]} is outside it and filtering it would split its pair "
             f"({len(out_of_range)} such lines): drop those pairs or widen the range",
         )
+
+
+def write_repeated_manifest(manifest: str, out: str, group_size: int) -> int:
+    """`manifest`'s lines, each repeated `group_size` times on consecutive lines, written to `out` (DataGen's input:
+    the pair stage reads each run of `group_size` samples as one item's group). Returns the number of lines."""
+    if group_size < 2:
+        raise ValueError(f"group_size={group_size}: a group needs at least 2 samples to make a pair")
+    with open(manifest) as source:
+        lines = [line.rstrip("\n") for line in source if line.strip()]
+    for number, line in enumerate(lines, 1):
+        try:
+            json.loads(line)  # a broken line is refused here, not after DataGen's models are built
+        except ValueError as error:
+            raise ValueError(f"{manifest} line {number} is not JSON: {error}") from None
+    temporary = f"{out}.{os.getpid()}.tmp"
+    with open(temporary, "w") as target:
+        for line in lines:
+            target.writelines(line + "\n" for _ in range(group_size))
+    os.replace(temporary, out)
+    return len(lines) * group_size
