@@ -39,7 +39,8 @@ DPO = Experiment(
     extra_series=("learning/dpo_reward_margin",),
 )
 FIGURES = {DPO.label: ("learning/dpo_reward_accuracy", "learning/dpo_reward_margin")}
-# GRPO beyond NeMo (README, "GRPO beyond NeMo"): the same tiny MagpieTTS run with each change, 40 optimizer steps.
+# GRPO beyond NeMo (docs/configuration.md, "GRPO beyond NeMo"): the same tiny MagpieTTS run with each change, 40
+# optimizer steps.
 VARIANTS = [
     Experiment("mu=1, grpo (NeMo's update)", "online_po"),
     Experiment("mu=2, grpo", "online_po", ("model.num_iterations=2",)),

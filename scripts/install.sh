@@ -7,7 +7,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/python_env.sh
 
+# Every package at the version of requirements.lock (the whole resolved environment but torch): a new release of
+# any dependency cannot change a fresh clone. MAGPIE_LOCK=off resolves afresh (a node whose own torch needs other
+# versions of torch's dependencies).
 pip=("$MAGPIE_PYTHON" -m pip install --quiet --disable-pip-version-check)
+if [[ "${MAGPIE_LOCK:-on}" != off ]]; then
+  pip+=(--constraint requirements.lock)
+fi
 if [[ "${MAGPIE_TORCH:-torch==2.13.0}" != keep ]]; then
   "${pip[@]}" "${MAGPIE_TORCH:-torch==2.13.0}"
 fi

@@ -59,3 +59,39 @@ def test_magpie_torch_keep_uses_the_python_on_path(repo):
     chosen, python3, prefix = choose(repo, {"MAGPIE_TORCH": "keep"})
     assert chosen == python3 == "/usr/bin/python3"
     assert not (repo / ".venv").exists()
+
+
+def pins(lines) -> dict[str, str]:
+    """name -> version of every `name==version` (names normalized as pip does, extras dropped)."""
+    import re
+
+    found = {}
+    for line in lines:
+        match = re.match(r"^\s*([A-Za-z0-9_.\-]+)(\[[^\]]*\])?==([^\s;#]+)", line)
+        if match:
+            found[re.sub(r"[-_.]+", "-", match.group(1)).lower()] = match.group(3)
+    return found
+
+
+def test_the_lock_pins_every_package_and_agrees_with_setup_cfg():
+    """requirements.lock (what install.sh installs with) holds setup.cfg's pins at the same versions, pins every line
+    it holds, and leaves torch to install.sh."""
+    import configparser
+
+    lock_lines = [line for line in (REPO / "requirements.lock").read_text().splitlines() if line.strip()]
+    entries = [line for line in lock_lines if not line.startswith("#")]
+    lock = pins(entries)
+    assert len(lock) == len(entries) > 100  # every line a pin: the whole resolved environment
+    assert "torch" not in lock
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    direct = setup["options"]["install_requires"].splitlines() + setup["options.extras_require"]["dev"].splitlines()
+    declared = pins(direct)
+    assert len(declared) == len([line for line in direct if line.strip() and not line.strip().startswith("#")])
+    for name, version in declared.items():
+        assert lock.get(name) == version, f"{name}: setup.cfg {version}, requirements.lock {lock.get(name)}"
+
+
+def test_install_sh_installs_with_the_lock():
+    script = (REPO / "scripts" / "install.sh").read_text()
+    assert "--constraint requirements.lock" in script

@@ -63,8 +63,8 @@ def test_an_architecture_key_nemo_reads_is_accepted(tiny_config):
 
 @pytest.mark.parametrize("stage", sorted(MODEL_STAGES))
 def test_every_default_that_is_not_nemos_is_listed_with_its_reason(stage):
-    """README says every key is declared with its default: where that default is not NeMo's code default (or NeMo
-    has none), it is a deliberate choice in the stage's declaration (deliberate_defaults) and a row of the README."""
+    """Every key is declared with its default: where that default is not NeMo's code default (or NeMo has none), it
+    is a deliberate choice in the stage's declaration (deliberate_defaults) and a row of docs/parity.md."""
     from omegaconf import OmegaConf
 
     from nemo_ext_tools.nemo_source_keys import code_defaults_for
@@ -81,7 +81,7 @@ def test_every_default_that_is_not_nemos_is_listed_with_its_reason(stage):
     }
     listed = set(declared.deliberate_defaults)
     assert differing == listed
-    readme = (__import__("magpie_testing").REPO / "README.md").read_text()
+    readme = (__import__("magpie_testing").REPO / "docs" / "parity.md").read_text()
     for key in listed:
         assert f"| `{stage}` | `{key}` |" in readme, key
 

@@ -1,4 +1,5 @@
-"""The README's "changed relative to NeMo" table: every row names a test, and every test it names exists."""
+"""The "changed relative to NeMo" table (docs/parity.md): every row names a test, and every test it names exists; the
+README's first screen holds the two set-up commands and the checkpoint section, and it fits in about 150 lines."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from magpie_testing import REPO
 
 
 def table_rows() -> list[str]:
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "parity.md").read_text()
     section = text.split("## What was fixed or changed relative to NeMo 3.0.0")[1].split("### Defaults")[0]
     return [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| NeMo 3.0.0")]
 
@@ -33,3 +34,19 @@ def test_every_row_names_tests_that_exist():
             assert current and (REPO / current).is_file(), row[:80]
             if name:
                 assert name in defined_tests(current), f"{current}::{name}"
+
+
+def test_the_readme_starts_with_the_two_commands_and_where_a_checkpoint_goes():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= 150, len(lines)
+    headings = [line for line in lines if line.startswith("## ")]
+    assert headings[:2] == ["## Set-up (fresh machine, CPU is enough)", "## Your checkpoint"]
+    first_screen = "\n".join(lines[:30])
+    assert "bash scripts/demo.sh" in first_screen and "bash scripts/test.sh" in first_screen
+    for line in lines:  # every link goes somewhere
+        for target in re.findall(r"\]\(([^)#]+)\)", line):
+            assert (REPO / target).exists(), target
+
+
+def test_ci_runs_the_readmes_test_command():
+    assert "bash scripts/test.sh" in (REPO / ".ci" / "run").read_text()

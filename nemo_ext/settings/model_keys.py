@@ -310,7 +310,8 @@ EASY_GRPO_KEYS = frozenset(
     }
 )
 
-# Keys this project adds to every model stage (README: the `model.whisper` block and the reward model paths).
+# Keys this project adds to every model stage (docs/configuration.md: the `model.whisper` block and the reward
+# model paths).
 OUR_KEYS = frozenset({"whisper", "nemo_asr", "speaker_verification"})
 
 
