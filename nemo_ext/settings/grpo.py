@@ -57,6 +57,9 @@ MAGPIETTS_RULES = {
     ),
     "epsilon_high": rules.number(None, above=0.0, none=True, why="null: epsilon"),
     "skip_zero_std_groups": rules.boolean(False),
+    # num_iterations > 1: each later update replays the first update's random draws (dropout masks, context drops,
+    # decoder-input corruption); false draws anew in every forward.
+    "replay_random_draws": rules.boolean(True),
     # NeMo's training_step calls torch.cuda.empty_cache() first thing; false skips that call (the allocator keeps
     # its cached blocks between steps). Measured by scripts/gpu_report.sh.
     "empty_cuda_cache_every_step": rules.boolean(True),
@@ -139,6 +142,7 @@ class GRPOSettings:
     epsilon: float = 0.2
     epsilon_high: float = 0.2
     skip_zero_std_groups: bool = False
+    replay_random_draws: bool = True
 
     @property
     def runs_nemo_loss(self) -> bool:
@@ -264,6 +268,7 @@ class GRPOSettings:
                 epsilon=epsilon,
                 epsilon_high=epsilon if epsilon_high is None else epsilon_high,
                 skip_zero_std_groups=read("skip_zero_std_groups"),
+                replay_random_draws=read("replay_random_draws"),
                 empty_cuda_cache_every_step=read("empty_cuda_cache_every_step"),
             )
         else:

@@ -51,7 +51,10 @@ EASY_ONLINE_PO = Stage(
     refused_keys={
         "reward_asr_model_name": "this recipe reads it as model.nemo_asr.pretrained",
         "speaker_verification_model_name": "this recipe reads it as model.speaker_verification.pretrained",
-        **{key: UNSUPPORTED for key in ("num_iterations", "epsilon", "epsilon_high", "skip_zero_std_groups")},
+        **{
+            key: UNSUPPORTED
+            for key in ("num_iterations", "epsilon", "epsilon_high", "skip_zero_std_groups", "replay_random_draws")
+        },
     },
     deliberate_defaults={
         "reward_asr_model": (

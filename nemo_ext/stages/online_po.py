@@ -67,6 +67,7 @@ ONLINE_PO = Stage(
             "epsilon",
             "epsilon_high",
             "skip_zero_std_groups",
+            "replay_random_draws",
             "empty_cuda_cache_every_step",
         }
     ),
