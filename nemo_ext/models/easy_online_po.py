@@ -25,6 +25,7 @@ from omegaconf import DictConfig, open_dict
 from nemo_ext.grpo.across_ranks import rewards_of_all_ranks
 from nemo_ext.grpo.advantages import easy_magpietts_advantages
 from nemo_ext.grpo.losses import EASY_MAGPIETTS
+from nemo_ext.models.dropout import disable_dropout
 from nemo_ext.models.learning_health import GRPOLearningHealth
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin, frozen_reference_policy
 from nemo_ext.rollout_audio import InMemoryClips, rollouts_in_memory
@@ -111,6 +112,8 @@ class EasyMagpieTTSOnlinePO(GRPOLearningHealth, RewardModelsMixin, EasyMagpieTTS
         # the files of the audio folder itself, so with it on they are written as NeMo does.
         keep_in_memory = not settings.rollout_audio_files and not settings.switches["use_utmos"]
         self._rollout_clips = InMemoryClips() if keep_in_memory else None
+        if settings.disable_dropout:
+            disable_dropout(self)  # the policy and the reference inside it
 
     @staticmethod
     def _build_reference_model(cfg: DictConfig) -> EasyMagpieTTSModel:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 
 from nemo_ext.datasets import MagpieTTSDatasetDPOWideCodes, adopt
+from nemo_ext.models.dropout import disable_dropout
 from nemo_ext.settings.fields import plain
 from nemo_ext.settings.offline_po import DPOSettings
 from nemo_ext.telemetry.learning import dpo_figures
@@ -20,6 +21,8 @@ class MagpieTTSOfflinePO(upstream.MagpieTTSModelOfflinePO):
         self.settings = settings or DPOSettings.parse(plain(cfg))
         self._implicit_rewards = None
         super().__init__(cfg, trainer)
+        if self.settings.disable_dropout:
+            disable_dropout(self)  # the policy and the reference inside it
 
     def get_dataset(self, dataset_cfg, dataset_type):
         return adopt(super().get_dataset(dataset_cfg, dataset_type), MagpieTTSDatasetDPOWideCodes)

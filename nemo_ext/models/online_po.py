@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from nemo_ext.grpo.losses import MAGPIETTS
 from nemo_ext.grpo.reward_shaping import RolloutScoring, apply_to_magpietts_rewards
+from nemo_ext.models.dropout import disable_dropout
 from nemo_ext.models.learning_health import GRPOLearningHealth
 from nemo_ext.models.policy_updates import PolicyUpdates
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin, frozen_reference_policy
@@ -105,6 +106,8 @@ class MagpieTTSOnlinePO(PolicyUpdates, GRPOLearningHealth, RewardModelsMixin, up
         # NeMo's one update per rollout batch is Lightning's automatic optimization; several updates per rollout
         # batch step the optimizer here (policy_updates.py).
         self.automatic_optimization = settings.num_iterations == 1
+        if settings.disable_dropout:
+            disable_dropout(self)  # the policy and the reference inside it
 
     @staticmethod
     def _build_reference_model(cfg: DictConfig) -> MagpieTTSModel:

@@ -34,6 +34,8 @@ COMMON_RULES = {
     "inference_cfg_scale": rules.number(1.0, above=0.0),
     "use_local_transformer_prob": rules.number(0.0, minimum=0.0, maximum=1.0, why="a probability"),
     "rollout_audio_files": rules.boolean(False),
+    # TRL's disable_dropout: every dropout module of the policy and the reference at p = 0 (nemo_ext/models/dropout.py)
+    "disable_dropout": rules.boolean(False),
     "reward_asr_model": rules.choice("nemo", REWARD_ASR_MODELS),
     "normalize_whisper_transcript": rules.boolean(True),
     "mean_cer_dataset": rules.number(
@@ -143,6 +145,7 @@ class GRPOSettings:
     epsilon_high: float = 0.2
     skip_zero_std_groups: bool = False
     replay_random_draws: bool = True
+    disable_dropout: bool = False
 
     @property
     def runs_nemo_loss(self) -> bool:
@@ -251,6 +254,7 @@ class GRPOSettings:
             inference_cfg_scale=read("inference_cfg_scale"),
             use_local_transformer_prob=read("use_local_transformer_prob"),
             rollout_audio_files=read("rollout_audio_files"),
+            disable_dropout=read("disable_dropout"),
             rewards=rewards,
             switches=switches,
         )

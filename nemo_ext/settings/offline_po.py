@@ -28,6 +28,8 @@ DPO_RULES = {
     "dpo_loss_type": rules.choice("dpo", DPO_LOSS_TYPES),
     "dpo_pref_loss_weight": rules.number(1.0, minimum=0.0),
     "dpo_sft_loss_weight": rules.number(0.0, minimum=0.0),
+    # TRL's disable_dropout (on by default in TRL's DPO; here NeMo's behaviour, off): nemo_ext/models/dropout.py
+    "disable_dropout": rules.boolean(False),
 }
 
 
@@ -87,6 +89,7 @@ class DPOSettings:
     dpo_loss_type: str
     dpo_pref_loss_weight: float
     dpo_sft_loss_weight: float
+    disable_dropout: bool
     whisper: WhisperSettings  # accepted (one set of launcher overrides serves every stage) and checked, never loaded
 
     @classmethod

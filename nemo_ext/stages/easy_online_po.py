@@ -47,7 +47,7 @@ EASY_ONLINE_PO = Stage(
     family=EASY_MAGPIETTS,
     nemo_class="EasyMagpieTTSModelOnlinePO",
     nemo_keys=EASY_GRPO_KEYS,
-    our_keys=frozenset({"rollout_audio_files"}),
+    our_keys=frozenset({"rollout_audio_files", "disable_dropout"}),
     refused_keys={
         "reward_asr_model_name": "this recipe reads it as model.nemo_asr.pretrained",
         "speaker_verification_model_name": "this recipe reads it as model.speaker_verification.pretrained",

@@ -12,6 +12,7 @@ OFFLINE_PO_DPO = Stage(
     family=MAGPIETTS,
     nemo_class="MagpieTTSModelOfflinePO",
     nemo_keys=DPO_KEYS,
+    our_keys=frozenset({"disable_dropout"}),
     model_class="nemo_ext.models.offline_po:MagpieTTSOfflinePO",
     dataset="nemo.collections.tts.data.text_to_speech_dataset.MagpieTTSDatasetDPO",
     data_keys=("train_manifest", "val_manifest"),

@@ -68,6 +68,7 @@ ONLINE_PO = Stage(
             "epsilon_high",
             "skip_zero_std_groups",
             "replay_random_draws",
+            "disable_dropout",
             "empty_cuda_cache_every_step",
         }
     ),
