@@ -146,30 +146,32 @@ def test_dpo_job_trains_on_two_ranks(slurm, tmp_path, tiny):
     assert glob.glob(str(log_dir / "checkpoints" / "*.ckpt"))
 
 
-def test_a_rank_that_fails_after_the_run_finished_restarts_nothing(slurm, tmp_path, tiny):
-    """Rank 1 ends badly after its recipe returned (what a crash while its interpreter shuts down looks like to
-    srun): every rank had written "finished", so the job exits 0, says so, and restarts nothing. Before, the
-    launcher restarted the finished run, which every rank refused as a config error, and the job failed (CI)."""
-    wrapper = tmp_path / "python-that-fails-on-rank-1-after-the-recipe"
-    wrapper.write_text(
-        "#!/bin/bash\n"
-        '"$REAL_PYTHON" "$@"\n'
-        "status=$?\n"
-        '[[ $status == 0 && "${SLURM_PROCID:-}" == 1 ]] && exit 9\n'
-        "exit $status\n"
-    )
+def submit_dpo_with_python(slurm, tmp_path, tiny, wrapper_body: str, *overrides):
+    """A tiny DPO job whose every python call (dry runs and ranks) goes through a bash wrapper around the real
+    interpreter ($REAL_PYTHON): a way to make one rank, or the ranks but not the dry runs, end as a test needs.
+    Returns (job id, the submission with the job's exit code, the job's log)."""
+    wrapper = tmp_path / "python-wrapper"
+    wrapper.write_text("#!/bin/bash\n" + wrapper_body)
     wrapper.chmod(0o755)
     result = submit(
         slurm,
         tmp_path,
         "offline_po_dpo",
         *tiny_args("offline_po_dpo", tiny),
-        "trainer.max_steps=2",
+        *overrides,
         MAGPIE_PYTHON=str(wrapper),
         REAL_PYTHON=slurm.env["MAGPIE_PYTHON"],
     )
     job = job_id(result)
-    output = (tmp_path / f"job-{job}.out").read_text()
+    return job, result, (tmp_path / f"job-{job}.out").read_text()
+
+
+def test_a_rank_that_fails_after_the_run_finished_restarts_nothing(slurm, tmp_path, tiny):
+    """Rank 1 ends badly after its recipe returned (what a crash while its interpreter shuts down looks like to
+    srun): every rank had written "finished", so the job exits 0, says so, and restarts nothing. Before, the
+    launcher restarted the finished run, which every rank refused as a config error, and the job failed (CI)."""
+    wrapper = '"$REAL_PYTHON" "$@"\nstatus=$?\n[[ $status == 0 && "${SLURM_PROCID:-}" == 1 ]] && exit 9\nexit $status\n'
+    job, result, output = submit_dpo_with_python(slurm, tmp_path, tiny, wrapper, "trainer.max_steps=2")
     assert result.returncode == 0, output[-4000:]
     assert "[magpie] first to end: rank 1 on vm: Exited with exit code 9" in output, output[-4000:]
     assert "[magpie] all 2 ranks had finished the run (at step 2) before the job step failed" in output
@@ -260,23 +262,11 @@ def test_a_config_error_in_the_ranks_is_named_and_never_restarted(slurm, tmp_pat
     """The ranks refuse their config (exit 2) after the batch host's dry run passed: the launcher says it was a config
     error and restarts nothing (before, it restarted it in place as if it were a crash, and then called it 'a crash
     that repeats'). The ranks get a bad value the dry runs never saw, through a python wrapper."""
-    wrapper = tmp_path / "python-that-breaks-the-ranks-config"
-    wrapper.write_text(
-        "#!/bin/bash\n"
+    wrapper = (
         'case " $* " in *" dry_run=true "*) exec "$REAL_PYTHON" "$@" ;; esac\n'
         'exec "$REAL_PYTHON" "$@" trainer.max_steps=-5\n'
     )
-    wrapper.chmod(0o755)
-    result = submit(
-        slurm,
-        tmp_path,
-        "offline_po_dpo",
-        *tiny_args("offline_po_dpo", tiny),
-        MAGPIE_PYTHON=str(wrapper),
-        REAL_PYTHON=slurm.env["MAGPIE_PYTHON"],
-    )
-    job = job_id(result)
-    output = (tmp_path / f"job-{job}.out").read_text()
+    job, result, output = submit_dpo_with_python(slurm, tmp_path, tiny, wrapper)
     assert result.returncode == 2, output[-4000:]
     assert "config error: trainer.max_steps=-5 is invalid" in output, output[-4000:]
     assert f"[magpie] job {job}: a config error (exit 2, the ranks' 'config error:' line above): not restarting" in (
