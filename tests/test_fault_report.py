@@ -136,15 +136,20 @@ def test_a_job_step_that_failed_after_every_rank_finished_is_reported_as_finishe
 def test_a_busy_process_that_holds_the_interpreter_lock_is_no_stall(tmp_path):
     """A long call that holds the lock (a big pickle, a C loop) or a loaded CPU delays the beats too, but the process
     used CPU time meanwhile: only a stopped or frozen process records a stall."""
+    long_enough = 1.5 * stalled_after(0.1)
+    # One call holds the lock; on a loaded machine a call can take less than planned, so the child doubles its
+    # length until one call held the lock longer than a stall takes (no wall-clock guess to miss).
     script = (
         "import sys, time; from nemo_ext.recipes.heartbeat import Heartbeat\n"
-        "start = time.monotonic(); sum(range(10**6)); n = int(10**6 * 2.5 / (time.monotonic() - start))\n"
         "h = Heartbeat(sys.argv[1], 0, 0.1, lambda: 1); h.training = True; h.__enter__(); time.sleep(0.3)\n"
-        "start = time.monotonic(); sum(range(n)); held = time.monotonic() - start\n"  # one call: the lock is held
+        "n, held = 10**7, 0.0\n"
+        "while held <= float(sys.argv[2]):\n"
+        "    start = time.monotonic(); sum(range(n)); held = time.monotonic() - start; n *= 2\n"
         "time.sleep(0.3); h.end('finished'); print(held)"
     )
-    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True)
-    assert float(run.stdout) > 1.5 * stalled_after(0.1)  # the thread could not beat for that long
+    command = [sys.executable, "-c", script, str(tmp_path), str(long_enough)]
+    run = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
+    assert float(run.stdout) > long_enough  # the thread could not beat for that long
     beat = json.loads(open(heartbeat_path(str(tmp_path), 0)).read())
     assert (beat["stall"], beat["ended"]) == (None, "finished")
 
