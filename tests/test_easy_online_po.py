@@ -116,6 +116,7 @@ def test_reward_models_and_reference_are_not_in_ddp(tiny_config):
     assert probe.frozen_buffers <= probe.ignored
 
 
+@pytest.mark.multiprocess
 def test_two_processes_with_the_nemo_reward_for_three_steps(tiny, tmp_path):
     """Two real processes (DDP over gloo) from the command line, past step 2 (where DDP's buffer sync fails on
     NeMo ASR's inference-tensor buffer unless it is kept out)."""
@@ -137,6 +138,7 @@ def test_two_processes_with_the_nemo_reward_for_three_steps(tiny, tmp_path):
     assert sorted(os.listdir(memory)) == ["rank0.jsonl", "rank1.jsonl", "step_anatomy.png"]
 
 
+@pytest.mark.slow  # a subprocess: NeMo's import and the build again
 def test_the_readme_command_runs_a_step_from_the_command_line(tiny, tmp_path):
     result = run_recipe(
         "easy_online_po.py",

@@ -80,6 +80,7 @@ def test_dpo_trains_on_pairs_made_from_real_datagen_output(datagen_run, tiny, tm
     assert any(not torch.equal(reference[k], trained[k]) for k in reference if k.startswith("decoder."))
 
 
+@pytest.mark.slow  # three stages in subprocesses
 def test_offline_po_script_goes_from_texts_to_a_dpo_checkpoint(tiny, tmp_path):
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "offline_po.sh"), "--tiny"],

@@ -99,6 +99,7 @@ def test_asr_failure_is_invalid_only_for_short_generations(tiny_config, monkeypa
         assert metrics["gt_transcript"] and metrics["item_id"] == item
 
 
+@pytest.mark.slow  # builds the pynini normalizer grammar: about 16 s a language
 @pytest.mark.parametrize("stage", ["online_po", "offline_po_datagen"])
 def test_whisper_transcripts_are_normalized_when_asked(tiny_config, monkeypatch, stage):
     """`normalize_whisper_transcript: true` (the default; the tiny configs turn it off for speed): NeMo's pynini

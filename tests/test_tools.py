@@ -63,6 +63,7 @@ def test_synthesize_italian_groups_of_variants(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_telemetry_overhead_benchmark_writes_its_table(tiny, tmp_path):
     out = tmp_path / "overhead.md"
     result = run_script(
@@ -76,6 +77,7 @@ def test_telemetry_overhead_benchmark_writes_its_table(tiny, tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_reward_path_benchmark_writes_its_table(tiny, tmp_path):
     out = tmp_path / "reward_path.md"
     result = run_script("scripts/benchmark_reward_path.py", "--steps", "6", "--tiny-root", tiny.root, "--out", str(out))
@@ -89,6 +91,7 @@ def test_reward_path_benchmark_writes_its_table(tiny, tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_gpu_report_runs_everything_but_the_cuda_parts_on_a_cpu(tiny, tmp_path):
     import subprocess
 

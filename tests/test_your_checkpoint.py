@@ -39,6 +39,7 @@ def weights(state_dict) -> dict:
     return {k: v for k, v in state_dict.items() if not k.startswith(("_codec_model.", "_reference_model."))}
 
 
+@pytest.mark.slow  # three subprocesses: conversion, GRPO, export
 def test_from_a_released_nemo_through_grpo_to_a_nemo_that_nemo_loads(tiny, tmp_path):
     from nemo.collections.tts.models import MagpieTTSModel
 
