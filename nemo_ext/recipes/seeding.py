@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import random
 
-from lightning.pytorch import Callback
+from lightning.pytorch import Callback, seed_everything
 
 
 def seed_run(seed: int) -> None:
     """Every rank, before the trainer and the model are built: PL_GLOBAL_SEED = seed (the sampler's seed)."""
-    import lightning.pytorch as pl
-
-    pl.seed_everything(seed, verbose=False)
+    seed_everything(seed, verbose=False)
 
 
 def seed_this_process(seed: int) -> None:
