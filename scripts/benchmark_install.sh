@@ -23,7 +23,7 @@ install() { # $1: pip | uv
     (cd "$work/clone" && PIP_CACHE_DIR=$work/pip-pip-cache "$venv/bin/pip" install --quiet \
       --disable-pip-version-check --constraint requirements.lock -e ".[dev]")
   else
-    (cd "$work/clone" && UV_CACHE_DIR=$work/uv-cache "$uv" pip install --quiet --python "$venv/bin/python" \
+    (cd "$work/clone" && UV_CACHE_DIR=$work/uv-cache "$uv" pip install --quiet --system-certs --python "$venv/bin/python" \
       --constraint requirements.lock -e ".[dev]")
   fi
   echo "$(date +%s.%N) - $started" | bc

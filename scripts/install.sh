@@ -22,7 +22,8 @@ fi
 # 221 s, the same packages: benchmarks/install.md); with pip outside one, or with MAGPIE_INSTALLER=pip.
 if [[ "${MAGPIE_INSTALLER:-uv}" == uv ]] && "$MAGPIE_PYTHON" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
   "${pip[@]}" uv==0.13.10
-  "$MAGPIE_PYTHON" -m uv pip install --quiet --python "$MAGPIE_PYTHON" "${lock[@]}" -e ".[dev]"
+  # --system-certs: the machine's certificate store, as pip uses (uv's bundled roots refuse a proxy's own CA).
+  "$MAGPIE_PYTHON" -m uv pip install --quiet --system-certs --python "$MAGPIE_PYTHON" "${lock[@]}" -e ".[dev]"
 else
   "${pip[@]}" "${lock[@]}" -e ".[dev]"
 fi
