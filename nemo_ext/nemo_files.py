@@ -19,12 +19,14 @@ from __future__ import annotations
 import os
 import tarfile
 
+from nemo_ext.architecture import DATASET_KEYS
+
 CONFIG_NAME = "model_config.yaml"
 WEIGHTS_NAME = "model_weights.ckpt"
 ARTIFACT_PREFIX = "nemo:"
-# What a stage's model config holds besides the architecture: rebuilt from `data` by every stage, and the GRPO
-# reference's path (a file of the training machine).
-NOT_ARCHITECTURE = ("train_ds", "validation_ds", "test_ds", "reference_model_ckpt_path")
+# What a stage's model config holds besides the architecture: the datasets (rebuilt from `data` by every stage), and
+# the GRPO reference's path (a file of the training machine).
+NOT_ARCHITECTURE = (*DATASET_KEYS, "reference_model_ckpt_path")
 
 
 def _with_artifacts_resolved(node, artifacts_dir: str):
@@ -66,7 +68,9 @@ def checkpoint_from_nemo(nemo_path: str, out_dir: str) -> str:
     state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
     name = os.path.splitext(os.path.basename(nemo_path))[0]
     checkpoint_path = os.path.join(out_dir, f"{name}.ckpt")
-    torch.save({"state_dict": state_dict, "hyper_parameters": {"cfg": OmegaConf.create(config)}}, checkpoint_path)
+    temporary = f"{checkpoint_path}.{os.getpid()}.tmp"  # a stopped conversion leaves no half checkpoint to start from
+    torch.save({"state_dict": state_dict, "hyper_parameters": {"cfg": OmegaConf.create(config)}}, temporary)
+    os.replace(temporary, checkpoint_path)
     os.remove(weights_path)  # the checkpoint holds the weights now
     return checkpoint_path
 

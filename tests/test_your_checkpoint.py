@@ -11,6 +11,7 @@ import pytest
 import torch
 from magpie_testing import run_recipe, run_script
 
+from nemo_ext.architecture import DATASET_KEYS
 from nemo_ext.checkpoints import configs_in_checkpoints_allowed
 from nemo_ext.manifests import write_repeated_manifest
 
@@ -26,7 +27,7 @@ def released_nemo(tiny, path) -> str:
         checkpoint = torch.load(tiny.reference_checkpoint, map_location="cpu")
     config = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(checkpoint["hyper_parameters"]["cfg"])))
     with open_dict(config):
-        for key in ("train_ds", "validation_ds", "test_ds"):
+        for key in DATASET_KEYS:
             config.pop(key, None)
         config.codecmodel_path = tiny.codec
     model = MagpieTTSModel(cfg=config)
