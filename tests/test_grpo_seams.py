@@ -100,15 +100,15 @@ def test_this_projects_loss_loop_gives_nemos_numbers(
     nemo_cfg, nemo_model_cfg = stage_configs(ONLINE_PO, tiny_config("online_po_tiny", *common))
     ours = train(MagpieTTSOnlinePO, ours_cfg, ours_model_cfg, str(tmp_path), "ours")
     nemo = train(upstream.MagpieTTSModelOnlinePO, nemo_cfg, nemo_model_cfg, str(tmp_path), "nemo")
-    assert not ours.model.settings.runs_nemo_loss
     assert_same_runs(ours, nemo, GRPO_LOGGED)
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize(("scale", "family"), [("true", "group"), ("false", "none")])
-def test_advantages_recomputed_here_are_nemos_bit_for_bit(tiny_config, monkeypatch, scale, family):
-    """What reward_shaping recomputes (a new reward term, batch scaling) starts from NeMo's arithmetic: from NeMo's
-    own rewards it gives NeMo's own advantages, values and dtype."""
+def test_advantages_computed_here_are_nemos_bit_for_bit(tiny_config, tiny, tmp_path, monkeypatch, scale, family):
+    """Our step's advantages (grpo/advantages.py) from NeMo's own rewards give NeMo's own advantages, values and
+    dtype: NeMo's class trains here, its reward step recorded."""
+    redirect_nemo_hub(monkeypatch, tiny)
     seen = []
     original = upstream.MagpieTTSModelOnlinePO.generate_and_reward
 
@@ -119,7 +119,13 @@ def test_advantages_recomputed_here_are_nemos_bit_for_bit(tiny_config, monkeypat
         return output
 
     monkeypatch.setattr(upstream.MagpieTTSModelOnlinePO, "generate_and_reward", recording)
-    ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.max_steps=2", f"model.scale_rewards={scale}"))
+    cfg, model_cfg = stage_configs(
+        ONLINE_PO,
+        tiny_config(
+            "online_po_tiny", "trainer.max_steps=2", "model.reward_asr_model=nemo", f"model.scale_rewards={scale}"
+        ),
+    )
+    train(upstream.MagpieTTSModelOnlinePO, cfg, model_cfg, str(tmp_path), "nemo")
     assert len(seen) == 2
     for recomputed, nemos in seen:
         assert recomputed.dtype == nemos.dtype and torch.equal(recomputed, nemos)
@@ -127,17 +133,19 @@ def test_advantages_recomputed_here_are_nemos_bit_for_bit(tiny_config, monkeypat
 
 @pytest.mark.e2e
 def test_batch_scaling_divides_by_the_batch_std(tiny_config, monkeypatch):
+    from nemo_ext.models import MagpieTTSOnlinePO
+
     seen = []
-    original = upstream.MagpieTTSModelOnlinePO.generate_and_reward
+    original = MagpieTTSOnlinePO.generate_and_reward
 
     def recording(self, *args, **kwargs):
         output = original(self, *args, **kwargs)
         seen.append(output)
         return output
 
-    monkeypatch.setattr(upstream.MagpieTTSModelOnlinePO, "generate_and_reward", recording)
+    monkeypatch.setattr(MagpieTTSOnlinePO, "generate_and_reward", recording)
     ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.max_steps=1", "model.scale_rewards=batch"))
-    [output] = seen  # the same dict, changed by this project after NeMo returned it
+    [output] = seen
     rewards = np.array([item["reward"] for item in output["metrics"]])
     means = rewards.reshape(-1, 2).mean(axis=1).repeat(2)
     expected = (rewards - means) / (rewards.std() + 1e-4)
@@ -259,22 +267,24 @@ def brevity_term(monkeypatch):
 
 @pytest.mark.e2e
 def test_a_registered_reward_term_is_scored_weighted_timed_and_logged(tiny_config, tmp_path, monkeypatch, brevity_term):
-    before = []
-    original = upstream.MagpieTTSModelOnlinePO.generate_and_reward
+    from nemo_ext.models import MagpieTTSOnlinePO
+
+    after = []
+    original = MagpieTTSOnlinePO.generate_and_reward
 
     def recording(self, *args, **kwargs):
         output = original(self, *args, **kwargs)
-        before.append([item["reward"] for item in output["metrics"]])
         after.append(output)
         return output
 
-    after = []
-    monkeypatch.setattr(upstream.MagpieTTSModelOnlinePO, "generate_and_reward", recording)
+    monkeypatch.setattr(MagpieTTSOnlinePO, "generate_and_reward", recording)
     ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.max_steps=2", "+model.brevity_reward_weight=0.5"))
-    assert len(brevity_term) == len(before) == 2
-    for nemo_rewards, output, scores in zip(before, after, brevity_term):
-        for nemo_reward, item, score in zip(nemo_rewards, output["metrics"], scores):
+    assert len(brevity_term) == len(after) == 2
+    for output, scores in zip(after, brevity_term):
+        for item, score in zip(output["metrics"], scores):
             assert item["brevity_reward"] == score
+            # NeMo's terms (weights 0.5 and 0.5), the brevity term with its weight; 0 where NeMo's length rule cut
+            nemo_reward = 0.5 * item["cer_reward"] + 0.5 * item["spk_similarity_reward"]
             assert item["reward"] == pytest.approx(nemo_reward + 0.5 * score if 3 < item["codes_len"] < 425 else 0.0)
     run = offline_run(tmp_path)
     assert len(run.series("learning/reward_brevity_mean")) == 2

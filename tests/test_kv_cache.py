@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 
+from nemo_ext.models import MagpieTTSOnlinePO
 from nemo_ext.stages import ONLINE_PO
 
 pytestmark = pytest.mark.e2e
@@ -17,7 +17,7 @@ def rollouts(tiny_config, monkeypatch, *overrides) -> tuple[list[torch.Tensor], 
     """The codes of every rollout of a 2-step seeded GRPO run, each cut to its length, and whether the decoder's
     KV cache was on during the rollouts (NeMo's flag, read inside the rollout)."""
     seen, cache_on = [], set()
-    original = upstream.MagpieTTSModelOnlinePO.generate_and_reward
+    original = MagpieTTSOnlinePO.generate_and_reward
 
     def recording(self, batch, n, *args, **kwargs):
         cache_on.add(bool(self.use_kv_cache_for_inference))
@@ -26,22 +26,38 @@ def rollouts(tiny_config, monkeypatch, *overrides) -> tuple[list[torch.Tensor], 
         seen.extend(codes[i, :, : lengths[i]].clone() for i in range(codes.shape[0]))
         return output
 
-    monkeypatch.setattr(upstream.MagpieTTSModelOnlinePO, "generate_and_reward", recording)
+    monkeypatch.setattr(MagpieTTSOnlinePO, "generate_and_reward", recording)
     ONLINE_PO.run(tiny_config("online_po_tiny", "trainer.max_steps=2", "seed=7", *overrides))
     return seen, cache_on
 
 
 @pytest.mark.parametrize("decoding", [["model.inference_topk=1"], []], ids=["greedy", "sampled-seeded"])
 def test_rollouts_with_the_kv_cache_equal_rollouts_without(tiny_config, monkeypatch, decoding):
-    without, cache_off = rollouts(tiny_config, monkeypatch, "model.use_kv_cache_during_online_po=false", *decoding)
+    nemo = "model.rollout_decoder=nemo"  # NeMo's infer_batch, as its flag sets the cache
+    without, cache_off = rollouts(
+        tiny_config, monkeypatch, nemo, "model.use_kv_cache_during_online_po=false", *decoding
+    )
     monkeypatch.undo()
-    with_cache, cache_on = rollouts(tiny_config, monkeypatch, "model.use_kv_cache_during_online_po=true", *decoding)
+    with_cache, cache_on = rollouts(
+        tiny_config, monkeypatch, nemo, "model.use_kv_cache_during_online_po=true", *decoding
+    )
     assert (cache_off, cache_on) == ({False}, {True})  # the key reached the decoder
     assert len(without) == len(with_cache) > 0
     lengths = [(a.shape[-1], b.shape[-1]) for a, b in zip(without, with_cache, strict=True)]
     assert all(a == b for a, b in lengths), lengths
     differing = [i for i, (a, b) in enumerate(zip(without, with_cache, strict=True)) if not torch.equal(a, b)]
     assert differing == [], f"{len(differing)} of {len(without)} rollouts differ"
+
+
+@pytest.mark.parametrize("decoding", [["model.inference_topk=1"], []], ids=["greedy", "sampled-seeded"])
+def test_our_rollout_decoder_gives_the_rollouts_of_nemos_cache_in_a_grpo_run(tiny_config, monkeypatch, decoding):
+    """The stage end to end: our decoder (the default) against NeMo's cached infer_batch, same seed."""
+    cached, _ = rollouts(tiny_config, monkeypatch, "model.rollout_decoder=nemo_cached", *decoding)
+    monkeypatch.undo()
+    ours, _ = rollouts(tiny_config, monkeypatch, "model.rollout_decoder=incremental", *decoding)
+    assert len(ours) == len(cached) > 0
+    differing = [i for i, (a, b) in enumerate(zip(ours, cached, strict=True)) if not torch.equal(a, b)]
+    assert differing == [], f"{len(differing)} of {len(ours)} rollouts differ"
 
 
 def decoder_output(decoder, frames, text, priors, cached: bool) -> torch.Tensor:

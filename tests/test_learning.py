@@ -6,8 +6,8 @@ from __future__ import annotations
 import statistics
 
 import pytest
-from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 
+from nemo_ext.models import MagpieTTSOnlinePO
 from nemo_ext.stages import EASY_ONLINE_PO, OFFLINE_PO_DPO, ONLINE_PO
 from nemo_ext_tools.wandb_offline import find_offline_runs, read_offline_run
 
@@ -55,15 +55,15 @@ def reward_rise(series: list[float]) -> float:
 
 
 def with_advantages(monkeypatch, change):
-    """NeMo's reward step, its advantages changed on the way out (a mutation of the advantage computation)."""
-    original = upstream.MagpieTTSModelOnlinePO.generate_and_reward
+    """The step's reward step, its advantages changed on the way out (a mutation of the advantage computation)."""
+    original = MagpieTTSOnlinePO.generate_and_reward
 
     def mutated(self, *args, **kwargs):
         output = original(self, *args, **kwargs)
         output["advantages"] = change(output["advantages"])
         return output
 
-    monkeypatch.setattr(upstream.MagpieTTSModelOnlinePO, "generate_and_reward", mutated)
+    monkeypatch.setattr(MagpieTTSOnlinePO, "generate_and_reward", mutated)
 
 
 @pytest.mark.slow

@@ -87,6 +87,7 @@ def test_asr_failure_is_invalid_only_for_short_generations(tiny_config, monkeypa
         raise RuntimeError("ASR failed on this batch")
 
     monkeypatch.setattr(model.eval_asr_model, "transcribe", failing_transcribe)
+    model.eval()  # as Lightning's test loop calls test_step
     with pytest.raises(RuntimeError, match="ASR failed on this batch"):  # generations are long: a real error
         model.test_step(batch, 0)
     monkeypatch.setattr(datagen, "SHORT_AUDIO_SAMPLES", 10**9)

@@ -9,7 +9,14 @@ EasyMagpieTTSModel's, for validation CER) with no dtype, so the dtype is whateve
 loads Whisper (or parakeet) and TitaNet and the PO class loads them again, and the reference policy, built from the
 same config, a third time. Its reward path calls `transcribe_with_whisper_from_filepaths`, which fails under
 transformers 5. Only its __init__ is reproduced here (the loads replaced); the step is NeMo's own, with its
-phases timed by wrapping the methods it calls."""
+phases timed by wrapping the methods it calls.
+
+Unlike MagpieTTS GRPO (nemo_ext/models/grpo_step.py, this project's step), this family keeps NeMo's step, and with
+it the one place this project points names of NeMo's modules at its own helpers (nemo_ext/upstream_names.py): NeMo's
+`training_step` generates, rewards, runs the forward and the backward and steps the optimizer in one method, so the
+in-memory clips (`rollout_audio.rollouts_in_memory`) and the working Whisper helper
+(`whisper_asr.upstream_uses_working_transcription`) reach it only through the names that method calls, for the
+duration of that call. Its rollouts are NeMo's decoder's (`model.rollout_decoder` is MagpieTTS's)."""
 
 from __future__ import annotations
 

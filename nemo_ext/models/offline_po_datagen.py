@@ -21,6 +21,7 @@ from nemo_ext.datasets import MagpieTTSDatasetWithItemIds, adopt
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin
 from nemo_ext.settings.fields import plain
 from nemo_ext.settings.offline_po import DataGenSettings
+from nemo_ext.settings.rollout_decoder import refuse_unsupported_architecture
 from nemo_ext.telemetry import phases
 from nemo_ext.whisper_asr import transcribe_with_whisper
 
@@ -44,6 +45,8 @@ class MagpieTTSOfflinePODataGen(RewardModelsMixin, upstream.MagpieTTSModelOfflin
         self.settings = settings
         MagpieTTSModel.__init__(self, cfg, trainer)
         self._init_telemetry()
+        self.rollout_decoder = settings.rollout_decoder
+        refuse_unsupported_architecture(self, self.rollout_decoder)
         if not settings.scored_with_whisper:
             self._load_nemo_asr(settings.nemo_asr)
         self._load_speaker_verification(settings.speaker_verification)

@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 import contextlib
-import os
 
-import soundfile as sf
-import torch
 from nemo.collections.tts.models import MagpieTTSModel
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 from omegaconf import DictConfig
 
 from nemo_ext.grpo.losses import MAGPIETTS
-from nemo_ext.grpo.reward_shaping import RolloutScoring, apply_to_magpietts_rewards
 from nemo_ext.models.dropout import disable_dropout
+from nemo_ext.models.grpo_step import GRPOStep
 from nemo_ext.models.learning_health import GRPOLearningHealth
-from nemo_ext.models.policy_updates import PolicyUpdates
 from nemo_ext.models.reward_models_mixin import RewardModelsMixin, frozen_reference_policy
 from nemo_ext.random_state import RandomState
-from nemo_ext.rollout_audio import InMemoryClips, rollouts_in_memory
+from nemo_ext.rollout_audio import InMemoryClips
 from nemo_ext.settings.fields import plain
 from nemo_ext.settings.grpo import GRPOSettings
+from nemo_ext.settings.rollout_decoder import refuse_unsupported_architecture
 from nemo_ext.telemetry import phases
 from nemo_ext.telemetry.anatomy import StepAnatomy
 from nemo_ext.telemetry.learning import policy_entropy
-from nemo_ext.upstream_names import ModuleWith, names_replaced
-from nemo_ext.upstream_phases import upstream_reward_phases_timed
-from nemo_ext.whisper_asr import upstream_uses_working_transcription
 
 
 class ReferencePolicy(MagpieTTSModel):
@@ -57,9 +51,10 @@ class ReferencePolicy(MagpieTTSModel):
             self.replay = None
 
 
-class MagpieTTSOnlinePO(PolicyUpdates, GRPOLearningHealth, RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
+class MagpieTTSOnlinePO(GRPOStep, GRPOLearningHealth, RewardModelsMixin, upstream.MagpieTTSModelOnlinePO):
     """NeMo's `MagpieTTSModelOnlinePO` with Whisper loaded from `model.whisper` (checkpoint and dtype) and the NeMo
-    reward models from `model.nemo_asr` / `model.speaker_verification` (hub name or local `.nemo`)."""
+    reward models from `model.nemo_asr` / `model.speaker_verification` (hub name or local `.nemo`). Its step is
+    this project's (grpo_step.py); NeMo's class gives the model, the forward and the reward models' places."""
 
     step_phases = phases.GRPO_PHASES
 
@@ -73,6 +68,8 @@ class MagpieTTSOnlinePO(PolicyUpdates, GRPOLearningHealth, RewardModelsMixin, up
         rewards = settings.rewards
 
         MagpieTTSModel.__init__(self, cfg, trainer)
+        self.rollout_decoder = settings.rollout_decoder
+        refuse_unsupported_architecture(self, self.rollout_decoder)  # before the reference and reward models load
         self._init_telemetry()
 
         self.reference_free = settings.reference_free
@@ -152,65 +149,3 @@ class MagpieTTSOnlinePO(PolicyUpdates, GRPOLearningHealth, RewardModelsMixin, up
         if self.reference_free:
             self.step_anatomy.begin(phases.LOSS)  # ends where the backward begins (RewardModelsMixin)
         return output
-
-    def generate_and_reward(
-        self, batch, num_generations_per_item, mode="train", use_local_transformer_for_inference=False
-    ):
-        anatomy = self.step_anatomy
-        in_memory = self._rollout_clips is not None
-        open_audio = self._rollout_clips.source if in_memory else None
-        # `reward` holds the whole rollout: generation, codec decode, audio I/O, ASR and speaker verification are
-        # phases inside it; its own seconds are NeMo's reward arithmetic.
-        with (
-            anatomy.phase(phases.REWARD),
-            rollouts_in_memory(self._rollout_clips, anatomy, getattr(self, "eval_asr_model", None))
-            if in_memory
-            else contextlib.nullcontext(),
-            upstream_uses_working_transcription(self.whisper_batch_size, anatomy, open_audio),
-            upstream_reward_phases_timed(anatomy, audio_files=not in_memory),
-        ):
-            output = super().generate_and_reward(
-                batch,
-                num_generations_per_item,
-                mode=mode,
-                use_local_transformer_for_inference=use_local_transformer_for_inference,
-            )
-            self._reshape_rewards(output, num_generations_per_item)  # inside: the rollout clips are still here
-        self._record_rollouts(output, num_generations_per_item, mode)
-        return output
-
-    def _reshape_rewards(self, output: dict, group_size: int) -> None:
-        """Reward terms NeMo does not compute, and TRL's batch scaling: the rewards and advantages recomputed."""
-        settings = self.settings
-        extra = [term for term in settings.active_reward_terms() if not term.computed_by_nemo]
-        if not extra and settings.reward_scaling != "batch":
-            return
-        scores = {}
-        if extra:
-            paths = [
-                os.path.join(self.logger.log_dir, "audios", f"predicted_audioRank{self.global_rank}_{idx}.wav")
-                for idx in range(len(output["metrics"]))
-            ]  # NeMo's names for the clips
-            clips = self._rollout_clips
-            scoring = RolloutScoring(
-                output["metrics"],
-                output["batch_repeated"],
-                paths,
-                lambda path: sf.read(clips.source(path) if clips is not None else path, dtype="float32"),
-            )
-            for term in extra:
-                with self.step_anatomy.phase(term.phase):
-                    scores[term.name] = list(term.score(self, scoring))
-        terms = {term.name: (term.metric, settings.rewards.weights[term.name]) for term in extra}
-        apply_to_magpietts_rewards(output, group_size, scores, terms, settings.reward_scaling)
-
-    def training_step(self, batch, batch_idx):
-        if not self.automatic_optimization:
-            return self._several_updates_step(batch)
-        if self.settings.empty_cuda_cache_every_step:
-            return super().training_step(batch, batch_idx)
-        # NeMo's training_step begins with torch.cuda.empty_cache(): skipped by pointing its module's `torch` at one
-        # whose cuda.empty_cache does nothing, for this call only (infer_batch's own call, in magpietts.py, stays).
-        keep_cache = ModuleWith(torch, cuda=ModuleWith(torch.cuda, empty_cache=lambda: None))
-        with names_replaced(upstream, torch=keep_cache):
-            return super().training_step(batch, batch_idx)

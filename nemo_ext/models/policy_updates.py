@@ -1,10 +1,11 @@
-"""MagpieTTS GRPO's update where this project changes NeMo's: a loss type NeMo lacks (bnpo, dapo, or one registered
-in nemo_ext/grpo/losses.py), several updates per rollout batch (TRL's num_iterations with the clipped ratio), and
-groups without reward spread left out (skip_zero_std_groups). Otherwise NeMo's own process_batch_online_po runs.
+"""MagpieTTS GRPO's update (the step is grpo_step.py): the rollout batch made ready for the loss, one update (the
+loss of nemo_ext/grpo/policy_loss.py: NeMo's types and TRL's bnpo / dapo, or one registered in
+nemo_ext/grpo/losses.py), several updates per rollout batch (TRL's num_iterations with the clipped ratio), and groups
+without reward spread left out (skip_zero_std_groups).
 
-The rollout half (`_rollouts`) is NeMo 3.0.0's process_batch_online_po up to the policy forward, the loss half is
+`_rollouts` is NeMo 3.0.0's process_batch_online_po up to the policy forward, the loss half is
 nemo_ext/grpo/policy_loss.py; with NeMo's loss types and one update they give NeMo's losses and weights bit for bit
-(tests/test_grpo_seams.py runs NeMo's class next to them)."""
+(tests/test_grpo_seams.py and tests/test_parity_nemo.py run NeMo's class next to them)."""
 
 from __future__ import annotations
 
@@ -62,25 +63,9 @@ def _select_items(batch: dict, keep: list[int]) -> dict:
 
 
 class PolicyUpdates:
-    """Mixed into MagpieTTSOnlinePO (before NeMo's class)."""
+    """Mixed into MagpieTTSOnlinePO through GRPOStep (before NeMo's class)."""
 
     manual_gradient_clipping: tuple[float, str] | None = None  # the trainer's, when this class steps the optimizer
-
-    def process_batch_online_po(self, batch, n_generations_per_item, mode="train"):
-        if self.settings.runs_nemo_loss:
-            output = super().process_batch_online_po(batch, n_generations_per_item, mode=mode)
-        else:
-            rollouts = self._rollouts(batch, n_generations_per_item, mode)
-            update = self._policy_update(rollouts)
-            output = {
-                "mean_reward": rollouts.mean_reward,
-                "std_reward": rollouts.std_reward,
-                "loss": update.loss,
-                "kl_loss": update.kl,
-                "batch_metrics": rollouts.metrics,
-            }
-        self._record_learning({"learning/kl": float(output["kl_loss"])})
-        return output
 
     # ---- NeMo 3.0.0's process_batch_online_po, up to the policy forward ----
     def _rollouts(self, batch, n_generations_per_item, mode="train") -> RolloutBatch:

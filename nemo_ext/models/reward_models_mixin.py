@@ -10,8 +10,10 @@ from omegaconf import DictConfig, open_dict
 
 from nemo_ext.checkpoints import configs_in_checkpoints_allowed
 from nemo_ext.errors import ConfigError
+from nemo_ext.models.rollout_decoding import decode
 from nemo_ext.reward_models import load_nemo_asr_model, load_speaker_verification_model
 from nemo_ext.settings.reward_models import NemoModelSettings
+from nemo_ext.settings.rollout_decoder import NEMO
 from nemo_ext.settings.whisper import WhisperSettings
 from nemo_ext.telemetry import phases
 from nemo_ext.telemetry.anatomy import StepAnatomy
@@ -79,9 +81,15 @@ class RewardModelsMixin:
         helper = self._codec_helper
         helper.codes_to_audio = self.step_anatomy.wrap(phases.CODEC_DECODE, helper.codes_to_audio)
 
-    def infer_batch(self, *args, **kwargs):
+    # Who decodes (nemo_ext/models/rollout_decoding.py); the stages set it from `model.rollout_decoder`.
+    rollout_decoder: str = NEMO
+
+    def infer_batch(self, batch, use_cfg=False, **options):
         with self.step_anatomy.phase(phases.GENERATION):
-            return super().infer_batch(*args, **kwargs)
+            output = decode(self, super().infer_batch, self.rollout_decoder, batch, use_cfg=use_cfg, **options)
+        # Each sampled code's log-probability under the distribution it was drawn from (our decoder only).
+        self.last_rollout_logprobs = getattr(output, "sampled_logprobs", None)
+        return output
 
     def on_before_backward(self, loss):
         super().on_before_backward(loss)

@@ -13,6 +13,7 @@ from nemo_ext.grpo.losses import EASY_MAGPIETTS, MAGPIETTS, loss_type_names
 from nemo_ext.grpo.reward_terms import RewardTerm, reward_terms
 from nemo_ext.settings import rules
 from nemo_ext.settings.reward_models import DEFAULT_NEMO_ASR, DEFAULT_SPEAKER_VERIFICATION, NemoModelSettings
+from nemo_ext.settings.rollout_decoder import ROLLOUT_DECODERS
 from nemo_ext.settings.whisper import WhisperSettings
 
 REWARD_ASR_MODELS = ("nemo", "whisper")
@@ -71,6 +72,7 @@ MAGPIETTS_RULES = {
     "max_decoder_steps": rules.integer(430, minimum=1, why="the longest rollout, in decoder steps"),
     "reference_policy_mode": rules.choice("matched", REFERENCE_POLICY_MODES),
     "use_kv_cache_during_online_po": rules.boolean(False),
+    "rollout_decoder": rules.choice("incremental", ROLLOUT_DECODERS),
     "load_whisper_model": rules.boolean(False),
     "use_pesq": rules.boolean(False),
 }
@@ -137,6 +139,7 @@ class GRPOSettings:
     switches: Mapping[str, bool]  # use_pesq / use_utmos
     reference_policy_mode: str = "eval"  # MagpieTTS: matched | eval | train; EasyMagpieTTS's reference runs in eval
     use_kv_cache_during_online_po: bool = False
+    rollout_decoder: str = "nemo"  # MagpieTTS: one of ROLLOUT_DECODERS; EasyMagpieTTS decodes with NeMo's code
     easy: Mapping[str, object] | None = None  # EasyMagpieTTS's further keys (entropy_coeff, max_grad_norm, ...)
     reward_scaling: str = "group"  # scale_rewards as one of group | batch | none
     num_iterations: int = 1
@@ -146,14 +149,6 @@ class GRPOSettings:
     skip_zero_std_groups: bool = False
     replay_random_draws: bool = True
     disable_dropout: bool = False
-
-    @property
-    def runs_nemo_loss(self) -> bool:
-        """NeMo's own loss loop serves: its loss type, one update per rollout batch, every group kept."""
-        from nemo_ext.grpo.losses import LOSS_TYPES
-
-        native = self.family in LOSS_TYPES[self.loss_type].nemo_native
-        return native and self.num_iterations == 1 and not self.skip_zero_std_groups
 
     def reward_terms(self) -> tuple[RewardTerm, ...]:
         return reward_terms(self.family)
@@ -268,6 +263,7 @@ class GRPOSettings:
             settings.update(
                 reference_policy_mode=read("reference_policy_mode"),
                 use_kv_cache_during_online_po=read("use_kv_cache_during_online_po"),
+                rollout_decoder=read("rollout_decoder"),
                 num_iterations=read("num_iterations"),
                 epsilon=epsilon,
                 epsilon_high=epsilon if epsilon_high is None else epsilon_high,

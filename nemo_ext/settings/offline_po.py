@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from nemo_ext.errors import ConfigError
 from nemo_ext.settings import rules
 from nemo_ext.settings.reward_models import DEFAULT_NEMO_ASR, DEFAULT_SPEAKER_VERIFICATION, NemoModelSettings
+from nemo_ext.settings.rollout_decoder import ROLLOUT_DECODERS
 from nemo_ext.settings.whisper import WhisperSettings
 
 DPO_LOSS_TYPES = ("dpo", "ipo", "rpo", "rpo_sq")
@@ -21,6 +22,7 @@ DATAGEN_RULES = {
     "inference_use_cfg": rules.boolean(False),
     "inference_cfg_scale": rules.number(1.0, above=0.0),
     "use_kv_cache_for_inference": rules.boolean(False),
+    "rollout_decoder": rules.choice("incremental", ROLLOUT_DECODERS),
     "datagen_seed": rules.integer(None, minimum=0, none=True),
 }
 DPO_RULES = {
@@ -44,6 +46,7 @@ class DataGenSettings:
     inference_use_cfg: bool
     inference_cfg_scale: float
     use_kv_cache_for_inference: bool
+    rollout_decoder: str
     datagen_seed: int | None
     whisper: WhisperSettings
     nemo_asr: NemoModelSettings

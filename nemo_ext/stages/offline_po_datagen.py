@@ -3,6 +3,7 @@ MagpieTTSOfflinePODataGen), resumable item by item."""
 
 from nemo_ext.settings.model_keys import DATAGEN_KEYS, MAGPIETTS
 from nemo_ext.settings.offline_po import DataGenSettings
+from nemo_ext.settings.rollout_decoder import rollout_decoder_fits
 from nemo_ext.stages.stage import MAGPIETTS_DATASET, Loop, Stage
 
 OFFLINE_PO_DATAGEN = Stage(
@@ -13,7 +14,7 @@ OFFLINE_PO_DATAGEN = Stage(
     family=MAGPIETTS,
     nemo_class="MagpieTTSModelOfflinePODataGen",
     nemo_keys=DATAGEN_KEYS,
-    our_keys=frozenset({"datagen_seed"}),
+    our_keys=frozenset({"datagen_seed", "rollout_decoder"}),
     deliberate_defaults={
         "use_kv_cache_for_inference": (
             "true (NeMo: false). DataGen only generates: the KV cache decodes each step incrementally instead of "
@@ -30,4 +31,5 @@ OFFLINE_PO_DATAGEN = Stage(
     data_keys=("test_manifest",),
     required_paths=("init_from_ptl_ckpt", "codecmodel_path", "data.test_manifest"),
     manifests=("data.test_manifest",),
+    cross_checks=(rollout_decoder_fits,),
 )

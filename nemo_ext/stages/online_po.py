@@ -4,6 +4,7 @@ from nemo_ext.errors import ConfigError
 from nemo_ext.grpo.losses import MAGPIETTS as MAGPIETTS_FAMILY
 from nemo_ext.settings.grpo import GRPOSettings
 from nemo_ext.settings.model_keys import GRPO_KEYS, MAGPIETTS
+from nemo_ext.settings.rollout_decoder import rollout_decoder_fits
 from nemo_ext.stages.stage import MAGPIETTS_DATASET, TRAINING_MANIFESTS, TRAINING_PATHS, Loop, Stage
 
 
@@ -70,6 +71,7 @@ ONLINE_PO = Stage(
             "replay_random_draws",
             "disable_dropout",
             "empty_cuda_cache_every_step",
+            "rollout_decoder",
         }
     ),
     deliberate_defaults={
@@ -90,5 +92,5 @@ ONLINE_PO = Stage(
     manifests=TRAINING_MANIFESTS,
     reference_policy=True,
     reward_terms=True,
-    cross_checks=(_budgets_in_whole_rollout_batches, _accumulation_it_can_serve),
+    cross_checks=(_budgets_in_whole_rollout_batches, _accumulation_it_can_serve, rollout_decoder_fits),
 )

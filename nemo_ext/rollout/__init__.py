@@ -1,0 +1,1 @@
+"""MagpieTTS rollouts decoded by this project: each frame through the decoder once."""
