@@ -35,6 +35,7 @@ class Variant:
     kv_cache: bool  # model.use_kv_cache_during_online_po
     whisper: str  # "transformers fp32" | "ctranslate2 int8"
     empty_cache: bool = True  # model.empty_cuda_cache_every_step (a no-op without CUDA: GPU runs only)
+    rollout_decoder: str = "nemo"  # model.rollout_decoder: NeMo's infer_batch, its cache as `kv_cache` sets it
 
     @property
     def on_ctranslate2(self) -> bool:
@@ -45,8 +46,10 @@ NEMO = Variant("NeMo 3.0.0 defaults", kv_cache=False, whisper="transformers fp32
 KV_CACHE = Variant("KV-cache rollouts", kv_cache=True, whisper="transformers fp32")
 CT2_INT8 = Variant("CTranslate2 int8 Whisper", kv_cache=False, whisper="ctranslate2 int8")
 KEEP_CUDA_CACHE = Variant("no per-step empty_cache", kv_cache=False, whisper="transformers fp32", empty_cache=False)
-OURS = Variant("ours (all levers)", kv_cache=True, whisper="ctranslate2 int8")
-OURS_GPU = Variant("ours (all levers)", kv_cache=True, whisper="ctranslate2 int8", empty_cache=False)
+OURS = Variant("ours (all levers)", kv_cache=True, whisper="ctranslate2 int8", rollout_decoder="incremental")
+OURS_GPU = Variant(
+    "ours (all levers)", kv_cache=True, whisper="ctranslate2 int8", empty_cache=False, rollout_decoder="incremental"
+)
 VARIANTS = (NEMO, KV_CACHE, CT2_INT8, OURS)
 GPU_VARIANTS = (NEMO, KV_CACHE, CT2_INT8, KEEP_CUDA_CACHE, OURS_GPU)
 ROLLOUT = (phases.GENERATION, phases.CODEC_DECODE, phases.AUDIO_IO, phases.ASR, phases.SPEAKER_VERIFICATION)
@@ -100,7 +103,12 @@ class Alternation(Callback):
         variant = self.variants[trainer.global_step % len(self.variants)]
         with open_dict(pl_module.cfg):
             pl_module.cfg.use_kv_cache_during_online_po = variant.kv_cache
-        pl_module.settings = dataclasses.replace(pl_module.settings, empty_cuda_cache_every_step=variant.empty_cache)
+        pl_module.rollout_decoder = variant.rollout_decoder
+        pl_module.settings = dataclasses.replace(
+            pl_module.settings,
+            empty_cuda_cache_every_step=variant.empty_cache,
+            use_kv_cache_during_online_po=variant.kv_cache,
+        )
         pl_module.use_whisper(*self._pairs["ctranslate2" if variant.on_ctranslate2 else "transformers fp32"])
         self._current = {"step": trainer.global_step + 1, "variant": variant.name, "rss_reset": reset_peak_rss()}
 
@@ -114,6 +122,7 @@ def kv_cache_equivalence(model, batch) -> dict:
     from omegaconf import open_dict
 
     result = {}
+    model.rollout_decoder = "nemo"  # NeMo's infer_batch, with and without its cache
     n = model.cfg.get("n_generations_per_item", 6)
     topk = model.cfg.get("inference_topk", 80)
     for decoding, k in (("greedy", 1), ("sampled", topk)):

@@ -36,24 +36,25 @@ class Curve:
 
 @contextlib.contextmanager
 def advantages_changed(change: str | None):
-    """While active, NeMo's MagpieTTS reward step returns its advantages negated ("flip") or zeroed ("zero")."""
+    """While active, MagpieTTS GRPO's reward step (nemo_ext/models/grpo_step.py) returns its advantages negated
+    ("flip") or zeroed ("zero")."""
     if change is None:
         yield
         return
-    from nemo.collections.tts.models import magpietts_preference_optimization as upstream
+    from nemo_ext.models.grpo_step import GRPOStep
 
-    original = upstream.MagpieTTSModelOnlinePO.generate_and_reward
+    original = GRPOStep.generate_and_reward
 
     def changed(self, *args, **kwargs):
         output = original(self, *args, **kwargs)
         output["advantages"] = -output["advantages"] if change == "flip" else output["advantages"] * 0
         return output
 
-    upstream.MagpieTTSModelOnlinePO.generate_and_reward = changed
+    GRPOStep.generate_and_reward = changed
     try:
         yield
     finally:
-        upstream.MagpieTTSModelOnlinePO.generate_and_reward = original
+        GRPOStep.generate_and_reward = original
 
 
 ROLLOUT_PHASES = ("generation", "codec_decode", "audio_io", "asr", "speaker_verification", "reward")
@@ -205,3 +206,27 @@ def draw_variants(curves: list[Curve], path: str, smooth: int = 3) -> str:
         axis.set_ylabel(f"learning/reward_mean (mean over seeds, {smooth}-batch mean)", fontsize="small")
         axis.legend(fontsize="x-small")
     return _save(plt, figure, path)
+
+
+def _series_mean(curves: list[Curve], metric: str) -> str:
+    values = [v for c in curves for v in c.series.get(metric, [])]
+    return f"{statistics.mean(values):.3f}" if values else "-"
+
+
+def stochastic_rows(curves: list[Curve], extra: tuple[str, ...]) -> list[str]:
+    """Per experiment (seeds pooled): the rise of its own figure between the first and last quarter of its logged
+    steps (mean ± std over the seeds, then each seed's), and the mean of each `extra` figure over every logged step."""
+    rows = []
+    for experiment in dict.fromkeys(c.experiment for c in curves):
+        mine = [c for c in curves if c.experiment == experiment]
+        window = max(len(mine[0].values()) // 4, 1)
+        firsts, lasts = zip(*(window_means(c.values(), window) for c in mine))
+        rises = [last - first for first, last in zip(firsts, lasts)]
+        spread = statistics.pstdev(rises) if len(rises) > 1 else math.nan
+        cells = " | ".join(_series_mean(mine, metric) for metric in extra)
+        rows.append(
+            f"| {experiment.label} | {len(mine[0].values())} | {statistics.mean(firsts):.3f} "
+            f"| {statistics.mean(lasts):.3f} | {statistics.mean(rises):+.3f} ± {spread:.3f} "
+            f"| {', '.join(f'{r:+.3f}' for r in rises)} | {cells} |"
+        )
+    return rows

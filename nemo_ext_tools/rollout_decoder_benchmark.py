@@ -3,8 +3,10 @@ uncached `infer_batch`, NeMo's KV cache, ours) at several rollout lengths, in on
 
 One recipe run (conf/benchmarks/online_po_published.yaml: the real Lightning Trainer and telemetry, Whisper base in
 fp32). The first step is warm-up (first calls, allocations) and left out; then, for each length, one step per
-decoder. Random weights never emit the end token, so every rollout runs to `max_decoder_steps` frames and the
-generation time per frame is the phase's seconds over that length. After the steps: DataGen's generation of one
+decoder. End-of-speech is forbidden until the length (`min_generated_frames`, read by NeMo's loop and ours alike),
+so every rollout of every decoder runs exactly that many frames (the decoders' random draws differ, and random
+weights do emit the end token now and then); the frames each step decoded are recorded, and the generation time per
+frame is the phase's seconds over them. After the steps: DataGen's generation of one
 item (what `infer_batch` costs DataGen per item, NeMo's default uncached decoder against ours), on the same model."""
 
 from __future__ import annotations
@@ -31,19 +33,24 @@ class DecoderSchedule(Callback):
         self.schedule = [(None, INCREMENTAL)] + [(n, d) for n in lengths for d in DECODERS]
         self.lengths, self.datagen_frames = lengths, datagen_frames
         self.datagen: dict[str, float] = {}
+        self.frames: list[int | None] = []  # decoding steps each training step ran
         self._batch = None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         length, decoder = self.schedule[trainer.global_step]
         pl_module.rollout_decoder = decoder
         pl_module.max_decoder_steps = length or self.lengths[0]
+        pl_module.inference_parameters.min_generated_frames = pl_module.max_decoder_steps  # no early end
         self._batch = batch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.frames.append(getattr(pl_module, "last_rollout_steps", None))
 
     def on_train_end(self, trainer, pl_module):
         """DataGen's generation of one item: NeMo's default (uncached `infer_batch`) against ours."""
         pl_module.eval()
         params = pl_module.inference_parameters
-        params.max_decoder_steps = self.datagen_frames
+        params.max_decoder_steps = params.min_generated_frames = self.datagen_frames
         for decoder in (NEMO, INCREMENTAL, NEMO, INCREMENTAL):  # each twice, the first of each left out
             pl_module.rollout_decoder = decoder
             torch.manual_seed(0)
@@ -62,12 +69,15 @@ def run(lengths: tuple[int, ...], datagen_frames: int, accelerator: str, out: st
         with open(os.path.join(result.log_dir, "memory", "rank0.jsonl")) as f:
             rows = {int(row["step"]): row for row in map(json.loads, f) if "time/step_s" in row}
     measured = []
-    for step, (length, decoder) in enumerate(schedule.schedule[1:], start=1):
-        row = rows[step]
+    for index, (length, decoder) in enumerate(schedule.schedule):
+        if index == 0:
+            continue  # warm-up
+        row = rows[index + 1]  # the telemetry numbers a step by the optimizer steps taken after it
         measured.append(
             {
                 "frames": length,
                 "decoder": decoder,
+                "frames_decoded": schedule.frames[index],
                 "generation_s": row[f"time/{phases.GENERATION}_s"],
                 "step_s": row["time/step_s"],
             }
@@ -101,22 +111,25 @@ def report(figures: dict) -> str:
         f"Command: `{context['command']}`",
         "",
         f"Machine: {context['machine']}. Model: {context['model']}. Rollouts: batch of {context['batch_size']} text x "
-        f"{context['n_generations']} generations; random weights never emit the end token, so every rollout runs to "
-        "the length given. One GRPO step per decoder and length, interleaved in one run after one warm-up step. "
+        f"{context['n_generations']} generations; end-of-speech forbidden until the length (`min_generated_frames`), "
+        "so "
+        "every rollout runs exactly the frames given (decoded: the decoding steps the step ran, from the decoder's "
+        "own count). One GRPO step per decoder and length, interleaved in one run after one warm-up step. "
         f"Total run {context['wall_seconds']:.0f} s.",
         "",
         "## Seconds per GRPO step",
         "",
-        "| frames | decoder | generation | whole step | generation per frame, ms | generation speed-up "
+        "| frames | decoder | decoded | generation | whole step | generation per frame, ms | generation speed-up "
         "| step speed-up |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for length in lengths:
         nemo = at[(length, NEMO)]
         for decoder in DECODERS:
             m = at[(length, decoder)]
             lines.append(
-                f"| {length} | {NAMES[decoder]} | {m['generation_s']:.2f} | {m['step_s']:.2f} | "
+                f"| {length} | {NAMES[decoder]} | {m.get('frames_decoded')} | {m['generation_s']:.2f} | "
+                f"{m['step_s']:.2f} | "
                 f"{1000 * m['generation_s'] / length:.0f} | {nemo['generation_s'] / m['generation_s']:.2f}x | "
                 f"{nemo['step_s'] / m['step_s']:.2f}x |"
             )

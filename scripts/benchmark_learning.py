@@ -3,6 +3,7 @@ and DPO on the tiny pairs (implicit-reward accuracy and margin), 3 seeds each, f
 W&B runs. Writes benchmarks/learning.md and benchmarks/learning.png.
 
     python scripts/benchmark_learning.py [--steps 40] [--dpo-steps 30] [--seeds 1,2,3,1234] [--tiny-root .tiny]
+    python scripts/benchmark_learning.py --stochastic [--variant-seeds 1,2,3]   (only the stochastic-fixture section)
 
 With the learning test's controls: the MagpieTTS run with NeMo's advantages negated, and zeroed."""
 
@@ -21,6 +22,7 @@ from nemo_ext_tools.learning_benchmark import (  # noqa: E402
     draw,
     draw_variants,
     run_experiment,
+    stochastic_rows,
     summary_rows,
     variant_rows,
     window_means,
@@ -52,6 +54,42 @@ VARIANTS = [
     Experiment("mu=1, dapo", "online_po", ("model.loss_type=dapo",)),
     Experiment("mu=1, grpo, zero-std groups skipped", "online_po", ("model.skip_zero_std_groups=true",)),
 ]
+# The stochastic fixture: the tiny default at the published randomness (dropout 0.1 in the encoder, the context
+# encoder and the decoder; the context dropped for 10% of the batches), where the compared distributions part.
+PUBLISHED_RANDOMNESS = (
+    "+model.encoder.p_dropout=0.1",
+    "+model.context_encoder.p_dropout=0.1",
+    "+model.decoder.p_dropout=0.1",
+    "+model.cfg_unconditional_prob=0.1",
+)
+MU2 = ("model.num_iterations=2",)
+NO_DROPOUT = ("model.disable_dropout=true",)
+SAMPLING = ("model.logprob_temperature=sampling",)
+MISMATCH = ("sampling/sampling_logp_difference/mean", "sampling/importance_sampling_ratio/mean", "learning/kl")
+STOCHASTIC_GRPO = [
+    Experiment(label, "online_po", (*PUBLISHED_RANDOMNESS, *extra), extra_series=MISMATCH)
+    for label, extra in (
+        ("mu=1, dropout on", ()),
+        ("mu=1, dropout off", NO_DROPOUT),
+        ("mu=2, dropout on", MU2),
+        ("mu=2, dropout off", (*MU2, *NO_DROPOUT)),
+        ("mu=1, dropout on, logprob_temperature=sampling", SAMPLING),
+        ("mu=1, dropout off, logprob_temperature=sampling", (*NO_DROPOUT, *SAMPLING)),
+        ("mu=2, dropout on, logprob_temperature=sampling", (*MU2, *SAMPLING)),
+    )
+]
+STOCHASTIC_DPO = [
+    Experiment(
+        label,
+        "offline_po_dpo",
+        (*PUBLISHED_RANDOMNESS, *extra),
+        metric="learning/dpo_reward_accuracy",
+        extra_series=("learning/dpo_reward_margin",),
+    )
+    for label, extra in (("DPO, dropout on", ()), ("DPO, dropout off", NO_DROPOUT))
+]
+STOCHASTIC_MARKER = "## The stochastic fixture"
+
 # The learning test's controls (tests/test_learning.py): what a broken advantage does to the same runs.
 CONTROLS = [
     Experiment("control: MagpieTTS GRPO, advantage sign flipped", "online_po", advantages="flip"),
@@ -71,10 +109,14 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--tiny-root", default=os.path.join(REPO, ".tiny"))
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks"))
+    parser.add_argument("--stochastic", action="store_true", help="only the stochastic-fixture section")
     args = parser.parse_args()
     from nemo_ext_tools.tiny_fixtures import build_tiny_fixtures
 
     tiny = build_tiny_fixtures(args.tiny_root)
+    if args.stochastic:
+        stochastic_section(args, tiny.root)
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.time()
     curves = [run_experiment(e, seed, args.steps, tiny.root) for e in GRPO + CONTROLS for seed in seeds]
@@ -119,7 +161,7 @@ def main() -> None:
         "",
     ]
     path = os.path.join(args.out, "learning.md")
-    notes_marker = "## Reading the curves"
+    notes_marker = STOCHASTIC_MARKER if STOCHASTIC_MARKER in _read(path) else "## Reading the curves"
     notes = ""
     if os.path.isfile(path) and notes_marker in open(path).read():
         notes = notes_marker + open(path).read().split(notes_marker, 1)[1]
@@ -129,6 +171,53 @@ def main() -> None:
     for curve in curves:
         first, last = window_means(curve.values(), args.window)
         print(f"{curve.experiment.label} seed {curve.seed}: {first:.3f} -> {last:.3f}")
+
+
+def _read(path: str) -> str:
+    return open(path).read() if os.path.isfile(path) else ""
+
+
+def stochastic_section(args, tiny_root: str) -> None:
+    """The stochastic fixture's section of learning.md, written in place (the rest of the file is kept)."""
+    seeds = [int(s) for s in args.variant_seeds.split(",")]
+    started = time.time()
+    grpo = [run_experiment(e, seed, args.steps, tiny_root) for e in STOCHASTIC_GRPO for seed in seeds]
+    dpo = [run_experiment(e, seed, args.dpo_steps, tiny_root) for e in STOCHASTIC_DPO for seed in seeds]
+    minutes = (time.time() - started) / 60
+    lines = [
+        STOCHASTIC_MARKER + ": dropout, temperature matching, updates per rollout batch",
+        "",
+        f"`python scripts/benchmark_learning.py --stochastic --steps {args.steps} --dpo-steps {args.dpo_steps} "
+        f"--variant-seeds {args.variant_seeds}` ({minutes:.1f} minutes on {os.cpu_count()} CPU cores). The tiny "
+        "default at the published randomness (`" + " ".join(PUBLISHED_RANDOMNESS) + "`), each change alone, seeds "
+        f"{args.variant_seeds}, {args.steps} optimizer steps (DPO {args.dpo_steps}). Dropout off: "
+        "`model.disable_dropout=true` (the context drop stays). First / last: the mean of the run's figure over the "
+        "first and last quarter of its logged steps (a rollout batch under mu=2). The sampling figures compare each "
+        "sampled code's log-prob under the rollout's distribution with the teacher-forced policy's at the start of "
+        "the update (docs/telemetry.md), averaged over every logged step.",
+        "",
+        "| GRPO run | rollout batches | first reward | last reward | rise | per seed | "
+        "`sampling_logp_difference/mean` | `importance_sampling_ratio/mean` | `learning/kl` |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *stochastic_rows(grpo, MISMATCH),
+        "",
+        "| DPO run | steps | first accuracy | last accuracy | rise | per seed | `learning/dpo_reward_margin` |",
+        "|---|---|---|---|---|---|---|",
+        *stochastic_rows(dpo, ("learning/dpo_reward_margin",)),
+        "",
+    ]
+    path = os.path.join(args.out, "learning.md")
+    text = _read(path)
+    notes_marker = "## Reading the curves"
+    before, _, rest = text.partition(STOCHASTIC_MARKER)
+    if not rest:
+        before, _, rest = text.partition(notes_marker)
+        rest = notes_marker + rest if rest else ""
+    else:
+        rest = notes_marker + rest.split(notes_marker, 1)[1] if notes_marker in rest else ""
+    with open(path, "w") as f:
+        f.write(before.rstrip("\n") + "\n\n" + "\n".join(lines) + ("\n" + rest if rest else ""))
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

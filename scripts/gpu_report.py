@@ -6,7 +6,8 @@ precision matrix (every stage x precision on the GPU: a step completes or is ref
         [--audio MANIFEST_OR_WAV_DIR] [--whisper DIR_OR_HUB_NAME] [--tiny-root .tiny]
         [--published [--published-decoder-steps 200]]
 
-`--published` adds the GRPO step at the published size, NeMo's defaults against ours lever by lever, with CUDA
+`--published` adds the GRPO step at the published size, NeMo's defaults against ours lever by lever, and the three
+rollout decoders at 48, 96 and 192 frames (benchmarks/rollout_decoders_published_size_<accelerator>.md), with CUDA
 peaks per phase and the per-step torch.cuda.empty_cache() as a lever of its own (scripts/benchmark_grpo_step.py).
 
 Defaults use only the tiny fixtures (no hub access needed). `--accelerator cpu` runs everything but the CUDA parts
@@ -163,8 +164,15 @@ def published_section(args) -> list[str]:
     steps = str(args.published_decoder_steps)
     command = [sys.executable, "scripts/benchmark_grpo_step.py", "--accelerator", args.accelerator, "--cycles", "2"]
     _run([*command, "--max-decoder-steps", steps, "--out", out])
-    with open(out) as f:
-        return ["#" + line if line.startswith("#") else line for line in f.read().splitlines()]
+    # The three rollout decoders (NeMo's uncached default, NeMo's KV cache, ours) at three lengths.
+    decoders_out = os.path.join(REPO, "benchmarks", f"rollout_decoders_published_size_{args.accelerator}.md")
+    decoders = [sys.executable, "scripts/benchmark_grpo_step.py", "--accelerator", args.accelerator]
+    _run([*decoders, "--rollout-decoders", "48,96,192", "--out", decoders_out])
+    lines = []
+    for path in (out, decoders_out):
+        with open(path) as f:
+            lines += ["#" + line if line.startswith("#") else line for line in f.read().splitlines()] + [""]
+    return lines
 
 
 def main() -> None:

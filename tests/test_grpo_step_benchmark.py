@@ -59,3 +59,48 @@ def test_a_missed_target_says_by_how_much_and_which_phase_dominates():
     assert "missed by 3.00x" in verdicts[0]
     assert verdicts[2].startswith("- whole step, ours against NeMo's: 1.14x (target 2x): missed by 1.76x")
     assert "dominated by `policy_forward` (30.0 s of 37.0 s)" in verdicts[2]
+
+
+def test_the_rollout_decoder_report_compares_each_length_with_nemos_default():
+    from nemo_ext_tools.rollout_decoder_benchmark import report
+
+    measured = []
+    for frames, (nemo, cached, ours) in {
+        48: (30.0, 20.0, 6.0),
+        96: (100.0, 70.0, 12.5),
+        192: (400.0, 250.0, 40.0),
+    }.items():
+        for decoder, seconds in (("nemo", nemo), ("nemo_cached", cached), ("incremental", ours)):
+            measured.append(
+                {
+                    "frames": frames,
+                    "decoder": decoder,
+                    "frames_decoded": frames,
+                    "generation_s": seconds,
+                    "step_s": seconds + 20,
+                }
+            )
+    context = {
+        "command": "python scripts/benchmark_grpo_step.py --rollout-decoders 48,96,192",
+        "machine": "test",
+        "model": "test",
+        "batch_size": 1,
+        "n_generations": 6,
+        "wall_seconds": 1.0,
+        "datagen_frames": 96,
+    }
+    text = report(
+        {"context": context, "measured": measured, "datagen_seconds_per_item": {"nemo": 9.0, "incremental": 3.0}}
+    )
+    assert "| 96 | ours (incremental) | 96 | 12.50 | 32.50 | 130 | 8.00x | 3.69x |" in text  # 100 / 12.5, 120 / 32.5
+    assert "- generation at 96 frames against NeMo's default: 8.00x (target 5x): met" in text
+    assert "- generation at 96 frames against NeMo's cache: 5.60x (target 3x): met" in text
+    assert "- generation at 192 frames against NeMo's default: 10.00x (target 8x): met" in text
+    assert "- whole step at 96 frames against NeMo's default: 3.69x (target 3x): met" in text
+    assert "Speed-up: 3.00x" in text
+    assert measured[-1]["frames"] == 192 and measured[-1]["decoder"] == "incremental"
+    measured[-1]["generation_s"] = 64.0  # 400 / 64 = 6.25x
+    text = report(
+        {"context": context, "measured": measured, "datagen_seconds_per_item": {"nemo": 9.0, "incremental": 3.0}}
+    )
+    assert "- generation at 192 frames against NeMo's default: 6.25x (target 8x): missed by 1.28x" in text

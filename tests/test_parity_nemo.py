@@ -10,6 +10,7 @@ import json
 import os
 
 import pytest
+import torch
 from magpie_testing import stage_configs
 from nemo.collections.tts.models import magpietts_preference_optimization as upstream
 from omegaconf import open_dict
@@ -222,6 +223,40 @@ def test_dpo_matches_nemo(tiny_config, tiny, tmp_path, loss_type):
     nemo = train(upstream.MagpieTTSModelOfflinePO, cfg, model_cfg, str(tmp_path), "nemo")
     logged = ("train_loss", "train_pref_loss", "train_sft_loss")
     assert_same_steps(ours, nemo, logged=[key for key in logged if key in ours.steps[0].logged], metrics=False)
+
+
+def test_dpo_reference_policy_mode_under_nemo_training_noise(tiny_config, tmp_path, record_property):
+    """DPO at NeMo's training noise (dropout 0.1, cfg_unconditional_prob 0.1). NeMo freezes its reference once and
+    Lightning 2.x keeps it in eval mode while the policy draws dropout and context drops: at step 1, where the weights
+    are equal, the implicit rewards are not 0 and the DPO loss is not log 2. Ours (`matched`) runs the reference in
+    the policy's mode and replays the policy's draws for each of its forwards: exactly log 2. `eval` is NeMo's, bit
+    for bit; `train` draws anew. The reference is out of the optimizer here; NeMo keeps its (frozen) parameters in
+    the optimizer's param group."""
+    from nemo_ext.models import MagpieTTSOfflinePO
+
+    logged = ("train_loss", "train_pref_loss", "train_sft_loss")
+    runs = {}
+    for mode in ("matched", "train", "eval"):
+        cfg, model_cfg = stage_configs(
+            OFFLINE_PO_DPO,
+            tiny_config("offline_po_dpo_tiny", "trainer.max_steps=2", f"model.reference_policy_mode={mode}"),
+        )
+        with open_dict(model_cfg):
+            for key, value in NEMO_TRAINING_NOISE.items():
+                model_cfg.merge_with_dotlist([f"{key}={value}"])
+        runs[mode] = train(MagpieTTSOfflinePO, cfg, model_cfg, str(tmp_path), mode)
+    nemo = train(upstream.MagpieTTSModelOfflinePO, cfg, model_cfg, str(tmp_path), "nemo")
+
+    assert_same_steps(runs["eval"], nemo, logged=logged, metrics=False)  # the switch that restores NeMo's
+    log_2 = float(-torch.nn.functional.logsigmoid(torch.tensor(0.0)))  # DPO's loss at implicit rewards 0
+    assert runs["matched"].steps[0].logged["train_pref_loss"] == log_2
+    assert nemo.steps[0].logged["train_pref_loss"] != log_2
+    assert log_2 != runs["train"].steps[0].logged["train_pref_loss"] != nemo.steps[0].logged["train_pref_loss"]
+    for mode, run in runs.items():
+        assert not any(name.startswith("_reference_model.") for name in run.optimizer_parameters), mode
+    assert any(name.startswith("_reference_model.") for name in nemo.optimizer_parameters)
+    for mode, run in {**runs, "nemo": nemo}.items():
+        record_property(f"step1_pref_loss_{mode}", run.steps[0].logged["train_pref_loss"])
 
 
 def test_a_nemo_grpo_checkpoint_starts_a_run_here_but_does_not_continue_one(tiny_config, tiny, tmp_path, monkeypatch):

@@ -20,6 +20,39 @@ class SlotLogps:
     values: list[torch.Tensor] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RolloutScoring:
+    """`model.logprob_temperature: sampling`: the teacher-forced logits transformed as the rollout's were before its
+    draw (TRL divides by the sampling temperature; upstream's EasyMagpieTTS, NVIDIA-NeMo/Speech #16230, also masks the
+    forbidden tokens): divided by the temperature, the special tokens other than end-of-speech and everything outside
+    the top-k set to -inf. The label itself is never masked: the teacher-forced ranking is not the rollout's (train
+    mode, no inference prior), and a masked label would give an infinite log-prob."""
+
+    temperature: float
+    topk: int
+    codebook_size: int
+
+    def logits(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        from nemo.collections.tts.modules.magpietts_modules import SpecialAudioToken
+
+        scaled = logits / self.temperature
+        label_logits = scaled.gather(-1, labels.unsqueeze(-1))
+        forbidden = SpecialAudioToken.get_forbidden_tokens(self.codebook_size, forbid_audio_eos=False)
+        scaled = scaled.clone()
+        scaled[..., forbidden] = float("-inf")
+        if self.topk < scaled.size(-1):
+            kth_best = torch.topk(scaled, self.topk, dim=-1).values[..., -1:]
+            scaled = scaled.masked_fill(scaled < kth_best, float("-inf"))
+        return scaled.scatter(-1, labels.unsqueeze(-1), label_logits)
+
+
+def per_token_logps(model, logits, labels, mask, scoring: RolloutScoring | None):
+    """NeMo's `_get_per_token_logps`, on the logits as `scoring` transforms them (None: as they are)."""
+    if scoring is not None:
+        logits = scoring.logits(logits, labels)
+    return model._get_per_token_logps(logits, labels, mask)
+
+
 @dataclass
 class PolicyLoss:
     loss: torch.Tensor
@@ -43,6 +76,7 @@ def magpietts_policy_loss(
     old_logps: SlotLogps | None = None,
     epsilon_low: float = 0.2,
     epsilon_high: float = 0.2,
+    scoring: RolloutScoring | None = None,
 ) -> PolicyLoss:
     """`reference_logps`: None when reference-free. `old_logps`: None on a rollout batch's first update (the ratio is
     NeMo's exp(logp - logp.detach()), exactly 1), else the log-probs the first update's forward gave."""
@@ -59,7 +93,7 @@ def magpietts_policy_loss(
             ei = si + model.num_all_tokens_per_codebook
             codebook_logits = policy_outputs[logits_key][:, :, si:ei]
             labels = codebook_targets[:, codebook_idx, fs_idx::fsf]
-            logps = model._get_per_token_logps(codebook_logits, labels, mask)
+            logps = per_token_logps(model, codebook_logits, labels, mask, scoring)
             policy_logps.values.append(logps.detach())
             if old_logps is None:
                 per_token_loss = -(torch.exp(logps - logps.detach()) * advantages.unsqueeze(1))
@@ -103,7 +137,9 @@ def magpietts_policy_loss(
     return result
 
 
-def reference_log_probs(model, reference_outputs: dict, codebook_targets: torch.Tensor, logits_key: str) -> SlotLogps:
+def reference_log_probs(
+    model, reference_outputs: dict, codebook_targets: torch.Tensor, logits_key: str, scoring=None
+) -> SlotLogps:
     """The reference policy's per-token log-probs of every slot (NeMo recomputes them per slot inside its loop;
     computed once here, they serve every update of the rollout batch)."""
     result = SlotLogps()
@@ -115,5 +151,5 @@ def reference_log_probs(model, reference_outputs: dict, codebook_targets: torch.
                 si = (codebook_idx + num_codebooks * fs_idx) * model.num_all_tokens_per_codebook
                 logits = reference_outputs[logits_key][:, :, si : si + model.num_all_tokens_per_codebook]
                 labels = codebook_targets[:, codebook_idx, fs_idx::fsf]
-                result.values.append(model._get_per_token_logps(logits, labels, mask))
+                result.values.append(per_token_logps(model, logits, labels, mask, scoring))
     return result

@@ -12,6 +12,25 @@ from nemo_ext.telemetry.learning import gradient_norm, grpo_rollout_figures
 GRAD_NORM = "learning/grad_norm"
 
 
+def _extremes_across_ranks(keys: list[str], figures: dict, means: torch.Tensor) -> torch.Tensor:
+    """A figure named `.../max` (`.../min`) is the largest (smallest) over every rank, not the ranks' mean."""
+    import torch.distributed as dist
+
+    extremes = [i for i, key in enumerate(keys) if key.endswith(("/max", "/min"))]
+    if not extremes or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return means
+    own = torch.tensor(
+        [float(figures[keys[i]]) * (-1.0 if keys[i].endswith("/min") else 1.0) for i in extremes],
+        dtype=torch.float64,
+        device=means.device,
+    )
+    dist.all_reduce(own, op=dist.ReduceOp.MAX)  # the min as the max of the negated values: one collective
+    result = means.clone()
+    for slot, i in enumerate(extremes):
+        result[i] = own[slot] * (-1.0 if keys[i].endswith("/min") else 1.0)
+    return result
+
+
 class GRPOLearningHealth:
     _learning_step: dict | None = None  # the figures of the training step in progress
     last_learning_figures: dict[str, float] = {}  # the last step's, averaged across ranks (LearningWatch)
@@ -53,6 +72,7 @@ class GRPOLearningHealth:
         values = torch.tensor([float(figures[k]) for k in keys], dtype=torch.float64, device=self.device)
         if self._trainer is not None:  # every rank holds as many groups: the mean of the ranks' figures
             values = self.trainer.strategy.reduce(values, reduce_op="mean")
+            values = _extremes_across_ranks(keys, figures, values)
         self.last_learning_figures = dict(zip(keys, values.tolist()))
         for key, value in self.last_learning_figures.items():
             self.log(key, value, on_step=True, on_epoch=False, sync_dist=False, rank_zero_only=True)

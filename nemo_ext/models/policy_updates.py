@@ -17,9 +17,16 @@ import torch
 from nemo_ext.grpo.across_ranks import tokens_per_rank
 from nemo_ext.grpo.advantages import zero_std_groups
 from nemo_ext.grpo.losses import LOSS_TYPES, LossContext
-from nemo_ext.grpo.policy_loss import PolicyLoss, SlotLogps, magpietts_policy_loss, reference_log_probs
+from nemo_ext.grpo.policy_loss import (
+    PolicyLoss,
+    RolloutScoring,
+    SlotLogps,
+    magpietts_policy_loss,
+    reference_log_probs,
+)
 from nemo_ext.random_state import RandomState
 from nemo_ext.telemetry import phases
+from nemo_ext.telemetry.learning import sampling_mismatch
 
 
 @dataclass
@@ -40,6 +47,10 @@ class RolloutBatch:
     # The random streams before the first update's policy forward: each later update replays them (its dropout
     # masks, context drops and decoder-input corruption are the first update's), unless replay is off.
     first_update_draws: RandomState | None = None
+    # (B, codebooks, frames): each sampled code's log-prob under the distribution it was drawn from (our rollout
+    # decoder records them; None for NeMo's decoders and local-transformer rollouts), and each rollout's length.
+    sampling_logps: torch.Tensor | None = None
+    codes_lens: torch.Tensor | None = None
 
 
 def _select_items(batch: dict, keep: list[int]) -> dict:
@@ -96,6 +107,7 @@ class PolicyUpdates:
         batch_repeated = generated["batch_repeated"]
         predicted_codes = generated["predicted_codes"]
         predicted_codes_lens = generated["predicted_codes_lens"]
+        sampling_logps = getattr(self, "last_rollout_logprobs", None)
         advantages = generated["advantages"]
         validities = generated["group_validities"]
         groups = len(batch_repeated["raw_texts"]) // n_generations_per_item
@@ -114,6 +126,8 @@ class PolicyUpdates:
                 predicted_codes = predicted_codes.index_select(0, index)
                 predicted_codes_lens = predicted_codes_lens.index_select(0, index)
                 advantages = advantages.index_select(0, index.to(advantages.device))
+                if sampling_logps is not None:
+                    sampling_logps = sampling_logps.index_select(0, index.to(sampling_logps.device))
                 validities = validities.index_select(0, index.to(validities.device))
         predicted_codes = predicted_codes[:, :, : predicted_codes_lens.max()]
         batch_repeated["audio_codes"] = predicted_codes
@@ -135,6 +149,8 @@ class PolicyUpdates:
             metrics=generated["metrics"],
             groups_kept=groups_kept,
             groups=groups,
+            sampling_logps=sampling_logps,
+            codes_lens=predicted_codes_lens,
         )
 
     def _loss_context(self) -> LossContext:
@@ -150,7 +166,7 @@ class PolicyUpdates:
             with torch.no_grad():
                 reference_outputs = self._reference_model.process_batch(rollouts.batch)
             rollouts.reference_logps = reference_log_probs(
-                self, reference_outputs, rollouts.codebook_targets, rollouts.logits_key
+                self, reference_outputs, rollouts.codebook_targets, rollouts.logits_key, self._rollout_scoring()
             )
         elif not self.reference_free:
             self._reference_model.replay = None  # the policy forward captured draws no reference forward will use
@@ -167,10 +183,39 @@ class PolicyUpdates:
             old_logps=old_logps,
             epsilon_low=self.settings.epsilon,
             epsilon_high=self.settings.epsilon_high,
+            scoring=self._rollout_scoring(),
         )
         if rollouts.groups_kept == 0:
             update.loss = update.loss * 0.0
+        if old_logps is None and rollouts.sampling_logps is not None:
+            self._record_learning(self._sampling_mismatch(rollouts, update.policy_logps))
         return update
+
+    def _rollout_scoring(self) -> RolloutScoring | None:
+        """`model.logprob_temperature: sampling`: score under the rollouts' temperature and top-k (policy_loss.py)."""
+        if self.settings.logprob_temperature != "sampling":
+            return None
+        return RolloutScoring(self.settings.inference_temperature, self.settings.inference_topk, self.codebook_size)
+
+    def _sampling_mismatch(self, rollouts: RolloutBatch, policy_logps: SlotLogps) -> dict:
+        """TRL's sampling figures: each sampled code's log-prob under the rollout's distribution against the
+        teacher-forced policy's at the start of the update, over the rollouts' own codes (their end-of-speech
+        frame, which teacher forcing labels with the end token in every codebook, left out)."""
+        fsf, num_codebooks = self.frame_stacking_factor, self.num_audio_codebooks
+        sampled_all, policy_all, mask_all = [], [], []
+        slot = 0
+        for fs_idx in range(fsf):
+            for codebook_idx in range(num_codebooks):
+                policy = policy_logps.values[slot]
+                slot += 1
+                sampled = rollouts.sampling_logps[:, codebook_idx, fs_idx::fsf].to(policy.device)
+                frames = min(sampled.size(1), policy.size(1))
+                index = fs_idx + fsf * torch.arange(frames, device=policy.device)
+                mask = index.unsqueeze(0) < rollouts.codes_lens.to(policy.device).unsqueeze(1)
+                sampled_all.append(sampled[:, :frames].reshape(-1))
+                policy_all.append(policy[:, :frames].reshape(-1))
+                mask_all.append(mask.reshape(-1))
+        return sampling_mismatch(torch.cat(sampled_all), torch.cat(policy_all), torch.cat(mask_all))
 
     # ---- several updates per rollout batch (manual optimization) ----
     def _several_updates_step(self, batch):

@@ -87,8 +87,10 @@ class RewardModelsMixin:
     def infer_batch(self, batch, use_cfg=False, **options):
         with self.step_anatomy.phase(phases.GENERATION):
             output = decode(self, super().infer_batch, self.rollout_decoder, batch, use_cfg=use_cfg, **options)
-        # Each sampled code's log-probability under the distribution it was drawn from (our decoder only).
+        # Each sampled code's log-probability under the distribution it was drawn from (our decoder only), and the
+        # decoding steps the batch ran (every decoder reports them).
         self.last_rollout_logprobs = getattr(output, "sampled_logprobs", None)
+        self.last_rollout_steps = output.rtf_metrics.get("max_frames_generated")
         return output
 
     def on_before_backward(self, loss):

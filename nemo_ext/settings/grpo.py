@@ -100,6 +100,18 @@ SWITCH_NEEDS = {"use_pesq": "torchaudio", "use_utmos": "utmosv2"}
 SCALE_REWARDS = (True, False, *SCALINGS)
 
 
+LOGPROB_TEMPERATURES = ("sampling", 1.0)
+
+
+def _logprob_temperature(value):
+    """`model.logprob_temperature`: `sampling` (the rollouts' temperature and top-k) or 1.0 (NeMo's)."""
+    if value == "sampling":
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) == 1.0:
+        return 1.0
+    raise ConfigError("model.logprob_temperature", value, "sampling or 1.0")
+
+
 @dataclass(frozen=True)
 class RewardSettings:
     reward_asr_model: str
@@ -149,6 +161,9 @@ class GRPOSettings:
     skip_zero_std_groups: bool = False
     replay_random_draws: bool = True
     disable_dropout: bool = False
+    # "sampling": the update scores the rollouts under their sampling temperature and top-k; 1.0: NeMo's logits as
+    # they are (nemo_ext/grpo/policy_loss.py::RolloutScoring)
+    logprob_temperature: str | float = 1.0
 
     def reward_terms(self) -> tuple[RewardTerm, ...]:
         return reward_terms(self.family)
@@ -269,6 +284,7 @@ class GRPOSettings:
                 epsilon_high=epsilon if epsilon_high is None else epsilon_high,
                 skip_zero_std_groups=read("skip_zero_std_groups"),
                 replay_random_draws=read("replay_random_draws"),
+                logprob_temperature=_logprob_temperature(node.get("logprob_temperature", 1.0)),
                 empty_cuda_cache_every_step=read("empty_cuda_cache_every_step"),
             )
         else:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from nemo_ext.errors import ConfigError
 from nemo_ext.settings import rules
+from nemo_ext.settings.grpo import REFERENCE_POLICY_MODES
 from nemo_ext.settings.reward_models import DEFAULT_NEMO_ASR, DEFAULT_SPEAKER_VERIFICATION, NemoModelSettings
 from nemo_ext.settings.rollout_decoder import ROLLOUT_DECODERS
 from nemo_ext.settings.whisper import WhisperSettings
@@ -32,6 +33,10 @@ DPO_RULES = {
     "dpo_sft_loss_weight": rules.number(0.0, minimum=0.0),
     # TRL's disable_dropout (on by default in TRL's DPO; here NeMo's behaviour, off): nemo_ext/models/dropout.py
     "disable_dropout": rules.boolean(False),
+    # How the frozen reference runs its forwards (nemo_ext/models/offline_po.py), as GRPO's key: matched (ours: the
+    # policy's mode, replaying the policy forward's random draws on the same batch), train (the policy's mode, draws
+    # of its own), eval (NeMo 3.0.0's DPO: no dropout, the context never dropped).
+    "reference_policy_mode": rules.choice("matched", REFERENCE_POLICY_MODES),
 }
 
 
@@ -93,6 +98,7 @@ class DPOSettings:
     dpo_pref_loss_weight: float
     dpo_sft_loss_weight: float
     disable_dropout: bool
+    reference_policy_mode: str
     whisper: WhisperSettings  # accepted (one set of launcher overrides serves every stage) and checked, never loaded
 
     @classmethod

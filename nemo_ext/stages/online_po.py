@@ -72,6 +72,7 @@ ONLINE_PO = Stage(
             "disable_dropout",
             "empty_cuda_cache_every_step",
             "rollout_decoder",
+            "logprob_temperature",
         }
     ),
     deliberate_defaults={

@@ -112,3 +112,24 @@ class NoLearningSignal:
             self.warned = True
             return True
         return False
+
+
+def sampling_mismatch(sampling_logps, policy_logps, mask) -> dict:
+    """TRL's figures of how far the distribution the rollouts were drawn from is from the one the update scores
+    them under (trl/trainer/grpo_trainer.py, with vLLM as the sampler): over the sampled codes in `mask`, the
+    absolute difference of their log-probs and the importance ratio pi_policy / pi_sampling. Tensors of one shape."""
+    import torch
+
+    valid = mask.bool()
+    if not valid.any():
+        return {}
+    sampling, policy = sampling_logps[valid].double(), policy_logps[valid].double()
+    difference = (policy - sampling).abs()
+    ratio = torch.exp(policy - sampling)
+    return {
+        "sampling/sampling_logp_difference/mean": float(difference.mean()),
+        "sampling/sampling_logp_difference/max": float(difference.max()),
+        "sampling/importance_sampling_ratio/min": float(ratio.min()),
+        "sampling/importance_sampling_ratio/mean": float(ratio.mean()),
+        "sampling/importance_sampling_ratio/max": float(ratio.max()),
+    }
