@@ -168,15 +168,21 @@ def cumulative(values: list[float]) -> list[float]:
     return out
 
 
-def variant_rows(curves: list[Curve]) -> list[str]:
-    """Per experiment (seeds pooled): rollout batches, rollout seconds, and the mean reward of the first and last
-    quarter of its rollout batches, with the rise per seed."""
-    rows = []
+def by_experiment_quarters(curves: list[Curve]):
+    """Per experiment (seeds pooled, in order): its curves, and the mean of its own figure over the first and the
+    last quarter of each curve's logged steps, and their differences (one per seed)."""
     for experiment in dict.fromkeys(c.experiment for c in curves):
         mine = [c for c in curves if c.experiment == experiment]
         window = max(len(mine[0].values()) // 4, 1)
         firsts, lasts = zip(*(window_means(c.values(), window) for c in mine))
-        rises = [last - first for first, last in zip(firsts, lasts)]
+        yield experiment, mine, firsts, lasts, [last - first for first, last in zip(firsts, lasts)]
+
+
+def variant_rows(curves: list[Curve]) -> list[str]:
+    """Per experiment (seeds pooled): rollout batches, rollout seconds, and the mean reward of the first and last
+    quarter of its rollout batches, with the rise per seed."""
+    rows = []
+    for experiment, mine, firsts, lasts, rises in by_experiment_quarters(curves):
         seconds = statistics.mean(sum(c.rollout_seconds) for c in mine)
         step_seconds = statistics.mean(sum(c.step_seconds) for c in mine)
         rows.append(
@@ -217,11 +223,7 @@ def stochastic_rows(curves: list[Curve], extra: tuple[str, ...]) -> list[str]:
     """Per experiment (seeds pooled): the rise of its own figure between the first and last quarter of its logged
     steps (mean ± std over the seeds, then each seed's), and the mean of each `extra` figure over every logged step."""
     rows = []
-    for experiment in dict.fromkeys(c.experiment for c in curves):
-        mine = [c for c in curves if c.experiment == experiment]
-        window = max(len(mine[0].values()) // 4, 1)
-        firsts, lasts = zip(*(window_means(c.values(), window) for c in mine))
-        rises = [last - first for first, last in zip(firsts, lasts)]
+    for experiment, mine, firsts, lasts, rises in by_experiment_quarters(curves):
         spread = statistics.pstdev(rises) if len(rises) > 1 else math.nan
         cells = " | ".join(_series_mean(mine, metric) for metric in extra)
         rows.append(

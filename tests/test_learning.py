@@ -150,3 +150,17 @@ def test_no_learning_signal_is_said_once_and_logged(tiny_config, tmp_path):
     assert len(messages) == 1
     assert "model.n_generations_per_item too small (it is 2)" in messages[0]
     assert "model.mean_cer_dataset" in messages[0]
+
+
+def test_the_stochastic_section_rows_by_hand():
+    from nemo_ext_tools.learning_benchmark import Curve, Experiment, stochastic_rows
+
+    experiment = Experiment("mu=1, dropout on", "online_po", extra_series=("sampling/x",))
+    reward = "learning/reward_mean"
+    curves = [
+        Curve(experiment, 1, {reward: [0.1, 0.2, 0.3, 0.4], "sampling/x": [1.0, 2.0]}),
+        Curve(experiment, 2, {reward: [0.2, 0.2, 0.4, 0.6], "sampling/x": [3.0]}),
+    ]
+    # quarters of 4 steps: one step. Seed 1: 0.1 -> 0.4 (+0.3); seed 2: 0.2 -> 0.6 (+0.4). sampling/x: (1+2+3)/3.
+    [row] = stochastic_rows(curves, ("sampling/x", "absent"))
+    assert row == "| mu=1, dropout on | 4 | 0.150 | 0.500 | +0.350 ± 0.050 | +0.300, +0.400 | 2.000 | - |"

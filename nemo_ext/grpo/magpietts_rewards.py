@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nemo_ext.grpo.reward_shaping import NEMO_TOO_LONG_FRAMES, NEMO_TOO_SHORT_FRAMES
-
+# MagpieTTSModelOnlinePO.generate_and_reward's length rule: a rollout this long or this short gets reward 0.
+NEMO_TOO_LONG_FRAMES = 425
+NEMO_TOO_SHORT_FRAMES = 3
 PESQ_MAX = 4.5  # NeMo divides the SQUIM PESQ estimate by it
 
 

@@ -13,10 +13,7 @@ import torch
 
 from nemo_ext.grpo.across_ranks import rewards_of_all_ranks
 from nemo_ext.grpo.advantages import magpietts_advantages
-
-# MagpieTTSModelOnlinePO.generate_and_reward's length rule: a rollout this long or this short gets reward 0.
-NEMO_TOO_LONG_FRAMES = 425
-NEMO_TOO_SHORT_FRAMES = 3
+from nemo_ext.grpo.magpietts_rewards import NEMO_TOO_LONG_FRAMES, NEMO_TOO_SHORT_FRAMES
 
 
 @dataclass
