@@ -40,8 +40,17 @@ def test_grpo_policy_and_reference_dropout(tiny_config, tmp_path, disabled):
 
 @pytest.mark.parametrize("disabled", [True, False], ids=["disabled", "kept"])
 def test_dpo_policy_and_reference_dropout(tiny_config, tmp_path, disabled):
+    # The reference in NeMo's mode (eval): with dropout kept, the policy's masks alone part the two at equal weights
+    # (with `matched`, the default, the reference replays them: tests/test_parity_nemo.py).
+    nemos_reference = "model.reference_policy_mode=eval"
     result = OFFLINE_PO_DPO.run(
-        tiny_config("offline_po_dpo_tiny", *DROPOUT_ONLY, "trainer.max_steps=1", f"model.disable_dropout={disabled}")
+        tiny_config(
+            "offline_po_dpo_tiny",
+            *DROPOUT_ONLY,
+            "trainer.max_steps=1",
+            f"model.disable_dropout={disabled}",
+            nemos_reference,
+        )
     )
     for module in (result.model, result.model._reference_model):
         probabilities = dropout_probabilities(module)
