@@ -155,9 +155,11 @@ magpie_run_stage() {
     if ((status == 0)); then
       break
     fi
-    if ((status == MAGPIE_EXIT_CONFIG_ERROR)); then
+    if ((status == MAGPIE_EXIT_CONFIG_ERROR)) || grep -q '^config error: ' "$srun_log"; then
       # The recipes exit 2 only for a config error (nemo_ext/recipes/entry.py), found before any model is built:
-      # the same launch would be refused again, so it is never restarted.
+      # the same launch would be refused again, so it is never restarted. srun's own status is not enough: when one
+      # rank refuses first, --kill-on-bad-exit kills the others and srun may report their signal instead of the 2.
+      status=$MAGPIE_EXIT_CONFIG_ERROR
       echo "[magpie] job $job: a config error (exit $status, the ranks' 'config error:' line above): not" \
         "restarting. Fix the config and submit again" >&2
       break
