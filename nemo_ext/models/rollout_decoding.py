@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 
-from nemo_ext.rollout.generate import RolloutOutput, generate
+from nemo_ext.rollout.generate import generate
 from nemo_ext.settings.rollout_decoder import INCREMENTAL, NEMO_CACHED
 
 
@@ -36,6 +36,3 @@ def decode(model, nemo_infer_batch, rollout_decoder: str, batch, use_cfg=False, 
         return nemo_infer_batch(batch, use_cfg=use_cfg, **options)
     with nemo_kv_cache(model, on=True):
         return nemo_infer_batch(batch, use_cfg=use_cfg, **options)
-
-
-__all__ = ["RolloutOutput", "decode"]

@@ -18,7 +18,7 @@ import torch
 from nemo.collections.tts.models.magpietts import EOSDetectionMethod, InferBatchOutput, LocalTransformerType
 from nemo.collections.tts.parts.utils.helpers import get_mask_from_lengths
 
-from nemo_ext.rollout.incremental_decoder import IncrementalDecoder
+from nemo_ext.rollout.incremental_decoder import IncrementalDecoder, unsupported_reason
 from nemo_ext.rollout.sampling import sample_frame
 
 # NeMo's rule: the codec needs at least this many frames, so decoding goes on until then even when all have ended.
@@ -42,8 +42,6 @@ class RolloutOutput(InferBatchOutput):
 
 def refusal(model) -> str | None:
     """Why `model`'s rollouts cannot use the incremental decoder, or None when they can."""
-    from nemo_ext.rollout.incremental_decoder import unsupported_reason
-
     if model.model_type == "multi_encoder_context_tts":
         return "model_type multi_encoder_context_tts (several conditionings per layer)"
     return unsupported_reason(model.decoder)
