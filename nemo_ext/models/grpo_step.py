@@ -40,18 +40,16 @@ class GRPOStep(PolicyUpdates):
     def training_step(self, batch, batch_idx):
         if not self.automatic_optimization:
             return self._several_updates_step(batch)  # collects and logs its own learning figures
-        self._learning_step = {}  # the learning figures this step records (learning_health.py)
-        try:
-            if self.settings.empty_cuda_cache_every_step:
-                torch.cuda.empty_cache()  # NeMo's training_step begins with it
-            output = self.process_batch_online_po(batch, self.settings.n_generations_per_item)
-            self.log("train_loss", output["loss"], prog_bar=True, sync_dist=True)
-            self.log("train_kl_loss", output["kl_loss"], prog_bar=True, sync_dist=True)
-            self.log("train_mean_reward", output["mean_reward"], prog_bar=True, sync_dist=True)
-            self.log("train_std_reward", output["std_reward"], prog_bar=True, sync_dist=True)
-        finally:
-            figures, self._learning_step = self._learning_step, None
-        self._log_learning(figures)
+        return self._collecting_learning(lambda: self._one_update_step(batch))  # learning_health.py
+
+    def _one_update_step(self, batch):
+        if self.settings.empty_cuda_cache_every_step:
+            torch.cuda.empty_cache()  # NeMo's training_step begins with it
+        output = self.process_batch_online_po(batch, self.settings.n_generations_per_item)
+        self.log("train_loss", output["loss"], prog_bar=True, sync_dist=True)
+        self.log("train_kl_loss", output["kl_loss"], prog_bar=True, sync_dist=True)
+        self.log("train_mean_reward", output["mean_reward"], prog_bar=True, sync_dist=True)
+        self.log("train_std_reward", output["std_reward"], prog_bar=True, sync_dist=True)
         return output["loss"]
 
     def process_batch_online_po(self, batch, n_generations_per_item, mode="train"):

@@ -57,9 +57,13 @@ class GRPOLearningHealth:
         )
 
     def training_step(self, batch, batch_idx):
+        return self._collecting_learning(lambda: super(GRPOLearningHealth, self).training_step(batch, batch_idx))
+
+    def _collecting_learning(self, step):
+        """Runs `step()` with the step's learning figures collected, then logs them once (averaged across ranks)."""
         self._learning_step = {}
         try:
-            result = super().training_step(batch, batch_idx)
+            result = step()
         finally:
             figures, self._learning_step = self._learning_step, None
         self._log_learning(figures)
