@@ -80,6 +80,11 @@ def run(lengths: tuple[int, ...], datagen_frames: int, accelerator: str, out: st
                 "frames_decoded": schedule.frames[index],
                 "generation_s": row[f"time/{phases.GENERATION}_s"],
                 "step_s": row["time/step_s"],
+                "phases_s": {
+                    k[len("time/") : -len("_s")]: v
+                    for k, v in row.items()
+                    if k.startswith("time/") and k.endswith("_s")
+                },
             }
         )
     context = {
@@ -95,10 +100,20 @@ def run(lengths: tuple[int, ...], datagen_frames: int, accelerator: str, out: st
     figures = {"context": context, "measured": measured, "datagen_seconds_per_item": schedule.datagen}
     with open(os.path.splitext(out)[0] + ".json", "w") as f:
         json.dump(figures, f, indent=1)
+    return write_report(figures, out)
+
+
+def write_report(figures: dict, out: str) -> str:
     text = report(figures)
     with open(out, "w") as f:
         f.write(text)
     return text
+
+
+def render(figures_json: str, out: str) -> str:
+    """The markdown again from a run's JSON (nothing measured)."""
+    with open(figures_json) as f:
+        return write_report(json.load(f), out)
 
 
 def report(figures: dict) -> str:
@@ -133,6 +148,7 @@ def report(figures: dict) -> str:
                 f"{1000 * m['generation_s'] / length:.0f} | {nemo['generation_s'] / m['generation_s']:.2f}x | "
                 f"{nemo['step_s'] / m['step_s']:.2f}x |"
             )
+    lines += phase_lines(measured, lengths)
     datagen = figures["datagen_seconds_per_item"]
     lines += [
         "",
@@ -151,6 +167,35 @@ def report(figures: dict) -> str:
         *targets(at),
     ]
     return "\n".join(lines) + "\n"
+
+
+def phase_lines(measured: list[dict], lengths: list[int]) -> list[str]:
+    """Where each step's seconds went (the step anatomy's phases), the longest phase of ours named per length."""
+    if not all("phases_s" in m for m in measured):
+        return []
+    names = [name for name in measured[0]["phases_s"] if name != "step"]
+    names = [name for name in names if any(m["phases_s"].get(name, 0.0) >= 0.1 for m in measured)]
+    lines = [
+        "",
+        "## Seconds per phase (phases under 0.1 s in every step left out)",
+        "",
+        "| frames | decoder | " + " | ".join(names) + " |",
+        "|---:|---|" + "---:|" * len(names),
+    ]
+    for m in measured:
+        cells = " | ".join(f"{m['phases_s'].get(name, 0.0):.2f}" for name in names)
+        lines.append(f"| {m['frames']} | {NAMES[m['decoder']]} | {cells} |")
+    lines.append("")
+    for length in lengths:
+        ours = next(m for m in measured if m["frames"] == length and m["decoder"] == INCREMENTAL)
+        rest = {name: ours["phases_s"].get(name, 0.0) for name in names if name != "generation"}
+        longest = max(rest, key=rest.get)
+        share = ours["phases_s"]["generation"] / ours["step_s"]
+        lines.append(
+            f"- {length} frames, ours: generation {100 * share:.0f}% of the step; the longest other phase is "
+            f"`{longest}` ({rest[longest]:.2f} s)."
+        )
+    return lines
 
 
 def targets(at: dict) -> list[str]:
@@ -173,6 +218,18 @@ def targets(at: dict) -> list[str]:
             lines.append(f"- {what}: not measured in this run")
             continue
         got = base[key] / ours[key]
-        verdict = "met" if got >= goal else f"missed by {goal / got:.2f}x"
+        verdict = "met" if got >= goal else f"missed by {goal / got:.2f}x{_dominant_phase(ours)}"
         lines.append(f"- {what}: {got:.2f}x (target {goal:g}x): {verdict}")
     return lines
+
+
+def _dominant_phase(measured: dict) -> str:
+    """Where our step's seconds went, for a missed target: its longest phase."""
+    phases = {name: seconds for name, seconds in measured.get("phases_s", {}).items() if name != "step"}
+    if not phases:
+        return ""
+    longest = max(phases, key=phases.get)
+    return (
+        f"; ours is dominated by `{longest}` ({phases[longest]:.2f} s of {measured['step_s']:.2f} s; "
+        f"generation {1000 * measured['generation_s'] / measured['frames']:.0f} ms per frame)"
+    )

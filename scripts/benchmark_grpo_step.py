@@ -7,10 +7,11 @@ run (nemo_ext_tools/grpo_step_benchmark.py). A benchmark, never a test: minutes 
     python scripts/benchmark_grpo_step.py --rollout-decoders 48,96,192 [--datagen-frames 96]
         (the three rollout decoders at each length, one run: benchmarks/rollout_decoders_published_size.md)
     python scripts/benchmark_grpo_step.py --render-from benchmarks/grpo_step_published_size.json  (the markdown
-        again from a run's figures, nothing re-measured)
+        again from a run's figures, nothing re-measured; a --rollout-decoders run's JSON gives its own markdown)
 """
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -30,7 +31,14 @@ def main() -> None:
     parser.add_argument("--render-from", help="a run's JSON: write its markdown again (to --out), measure nothing")
     args = parser.parse_args()
     if args.render_from:
-        print(render(args.render_from, args.out))
+        with open(args.render_from) as f:
+            rollout_decoders_run = "datagen_seconds_per_item" in json.load(f)
+        if rollout_decoders_run:
+            from nemo_ext_tools import rollout_decoder_benchmark
+
+            print(rollout_decoder_benchmark.render(args.render_from, os.path.splitext(args.render_from)[0] + ".md"))
+        else:
+            print(render(args.render_from, args.out))
         return
     command = "python scripts/benchmark_grpo_step.py " + shlex.join(sys.argv[1:])
     if args.rollout_decoders:

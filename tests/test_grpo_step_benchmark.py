@@ -99,8 +99,16 @@ def test_the_rollout_decoder_report_compares_each_length_with_nemos_default():
     assert "- whole step at 96 frames against NeMo's default: 3.69x (target 3x): met" in text
     assert "Speed-up: 3.00x" in text
     assert measured[-1]["frames"] == 192 and measured[-1]["decoder"] == "incremental"
-    measured[-1]["generation_s"] = 64.0  # 400 / 64 = 6.25x
+    measured[-1]["generation_s"], measured[-1]["step_s"] = 64.0, 84.0  # 400 / 64 = 6.25x
+    for m in measured:
+        m["phases_s"] = {"step": m["step_s"], "generation": m["generation_s"], "backward": 5.0, "asr": 4.0}
     text = report(
         {"context": context, "measured": measured, "datagen_seconds_per_item": {"nemo": 9.0, "incremental": 3.0}}
     )
-    assert "- generation at 192 frames against NeMo's default: 6.25x (target 8x): missed by 1.28x" in text
+    assert (
+        "- generation at 192 frames against NeMo's default: 6.25x (target 8x): missed by 1.28x; ours is dominated "
+        "by `generation` (64.00 s of 84.00 s; generation 333 ms per frame)"
+    ) in text
+    # The phase section: every phase over 0.1 s, and ours' share of generation and its longest other phase.
+    assert "| 96 | ours (incremental) | 12.50 | 5.00 | 4.00 |" in text
+    assert "- 96 frames, ours: generation 38% of the step; the longest other phase is `backward` (5.00 s)." in text
