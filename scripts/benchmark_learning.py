@@ -65,6 +65,7 @@ PUBLISHED_RANDOMNESS = (
 MU2 = ("model.num_iterations=2",)
 NO_DROPOUT = ("model.disable_dropout=true",)
 SAMPLING = ("model.logprob_temperature=sampling",)
+CORRECTION = ("model.importance_sampling_correction=true",)  # cap: the default, 2.0
 MISMATCH = ("sampling/sampling_logp_difference/mean", "sampling/importance_sampling_ratio/mean", "learning/kl")
 STOCHASTIC_GRPO = [
     Experiment(label, "online_po", (*PUBLISHED_RANDOMNESS, *extra), extra_series=MISMATCH)
@@ -76,6 +77,8 @@ STOCHASTIC_GRPO = [
         ("mu=1, dropout on, logprob_temperature=sampling", SAMPLING),
         ("mu=1, dropout off, logprob_temperature=sampling", (*NO_DROPOUT, *SAMPLING)),
         ("mu=2, dropout on, logprob_temperature=sampling", (*MU2, *SAMPLING)),
+        ("mu=1, dropout on, importance_sampling_correction", CORRECTION),
+        ("mu=1, dropout on, logprob_temperature=sampling, importance_sampling_correction", (*SAMPLING, *CORRECTION)),
     )
 ]
 STOCHASTIC_DPO = [
@@ -214,7 +217,11 @@ def stochastic_section(args, tiny_root: str) -> None:
         before, _, rest = text.partition(notes_marker)
         rest = notes_marker + rest if rest else ""
     else:
+        # The hand-written reading of the last run's tables ("Read (...") stays, to be checked against the new ones.
+        reading = rest.split(notes_marker, 1)[0]
+        kept = reading[reading.index("\nRead (") + 1 :] if "\nRead (" in reading else ""
         rest = notes_marker + rest.split(notes_marker, 1)[1] if notes_marker in rest else ""
+        rest = kept.rstrip("\n") + "\n\n" + rest if kept else rest
     with open(path, "w") as f:
         f.write(before.rstrip("\n") + "\n\n" + "\n".join(lines) + ("\n" + rest if rest else ""))
     print("\n".join(lines))

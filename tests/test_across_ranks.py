@@ -1,10 +1,12 @@
 """Figures that span ranks, on two real ranks (torchrun, gloo): TRL's batch reward scaling and dapo's token mean
-equal a single computation over the union of both ranks' inputs, done here by hand; DataGen's per-rank files are
+equal a single computation over the union of both ranks' inputs, done here by hand; the sampling figures are the
+ranks' mean, their /min and /max the extremes over both ranks; DataGen's per-rank files are
 named by the global rank torchrun gives; the global rank is read from each launcher's environment."""
 
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -89,6 +91,20 @@ def test_dapo_is_the_token_mean_over_both_ranks(two_ranks):
     for rank in range(2):
         assert ranks[rank]["dapo_loss"] == pytest.approx(masked_sum[rank] / (tokens / 2))
     assert np.mean([r["dapo_loss"] for r in ranks]) == pytest.approx(sum(masked_sum.values()) / tokens)
+
+
+def test_the_sampling_figures_are_the_ranks_mean_and_the_extremes_over_every_rank(two_ranks):
+    """By hand: rank 0's codes differ by 0.5, 1.0, 0 (its 4th is past the rollout's end), rank 1's by 2.0 and 0."""
+    ranks, _ = two_ranks
+    expected = {
+        "sampling/sampling_logp_difference/mean": (1.5 / 3 + 2.0 / 2) / 2,
+        "sampling/sampling_logp_difference/max": 2.0,
+        "sampling/importance_sampling_ratio/min": math.exp(-0.5),
+        "sampling/importance_sampling_ratio/mean": ((math.exp(-0.5) + math.e + 1) / 3 + (math.exp(2) + 1) / 2) / 2,
+        "sampling/importance_sampling_ratio/max": math.exp(2),
+    }
+    for rank in range(2):
+        assert ranks[rank]["sampling_figures"] == pytest.approx(expected, rel=1e-12)
 
 
 def test_each_global_rank_writes_its_own_datagen_manifest(two_ranks):

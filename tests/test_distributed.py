@@ -61,6 +61,13 @@ def test_two_nodes_by_slurm_env_reduce_memory_figures_across_ranks(tiny, tmp_pat
             differing += values[0] != values[1]
     assert differing > 0, "ranks reported identical figures: the reduction would be untested"
     assert steps[0]["whisper/weights_bytes"] == steps[0]["whisper/weights_bytes_min"] == tiny.whisper_param_count * 2
+    # The sampling figures of both ranks' rollouts (the per-rank reduction by hand: tests/test_across_ranks.py).
+    sampled = [row for row in logged.history if "sampling/importance_sampling_ratio/mean" in row]
+    assert len(sampled) == 2
+    for row in sampled:
+        ratio = "sampling/importance_sampling_ratio"
+        assert row[f"{ratio}/min"] <= row[f"{ratio}/mean"] <= row[f"{ratio}/max"]
+        assert 0 < row["sampling/sampling_logp_difference/mean"] <= row["sampling/sampling_logp_difference/max"]
 
 
 @pytest.mark.parametrize(

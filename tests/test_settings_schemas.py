@@ -63,7 +63,7 @@ RULE_SETS = [
 ]
 OUR_KEYS = {"reference_policy_mode", "rollout_audio_files", "datagen_seed", "num_iterations", "epsilon", "epsilon_high"}
 OUR_KEYS |= {"skip_zero_std_groups", "empty_cuda_cache_every_step", "replay_random_draws", "disable_dropout"}
-OUR_KEYS |= {"rollout_decoder"}
+OUR_KEYS |= {"rollout_decoder", "importance_sampling_correction", "importance_sampling_cap"}
 
 
 @pytest.mark.parametrize(("nemo_class", "family", "rules"), RULE_SETS, ids=[r[0] for r in RULE_SETS])

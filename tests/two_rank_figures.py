@@ -19,9 +19,11 @@ from nemo_ext.grpo.across_ranks import rewards_of_all_ranks
 from nemo_ext.grpo.advantages import easy_magpietts_advantages
 from nemo_ext.grpo.losses import LOSS_TYPES
 from nemo_ext.grpo.reward_shaping import apply_to_magpietts_rewards
+from nemo_ext.models.learning_health import _extremes_across_ranks
 from nemo_ext.models.policy_updates import PolicyUpdates
 from nemo_ext.recipes.offline_po_datagen import items_still_to_generate
 from nemo_ext.stages.stage import rank_from_environment
+from nemo_ext.telemetry.learning import sampling_mismatch
 
 GROUP = 2
 # Different counts per rank (a short last batch) and different spreads.
@@ -29,6 +31,11 @@ REWARDS = {0: [0.1, 0.5, 0.4, 0.9], 1: [0.9, 0.2, 0.3, 0.35, 0.8, 0.1]}
 # Per-token values and rollout lengths (frames) per rank: different token counts.
 VALUES = {0: [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 0.0]], 1: [[2.0, 2.0, 0.0, 0.0], [3.0, 1.0, 1.0, 0.0]]}
 LENGTHS = {0: [4, 2], 1: [2, 3]}
+# Each sampled code's log-prob under the rollout's distribution and the policy's, per rank (rank 1 holds the
+# largest difference and ratio, rank 0 the smallest ratio); the last code of rank 0 is past its rollout's end.
+SAMPLING_LOGPS = {0: [-1.0, -2.0, -0.5, -4.0], 1: [-3.0, -0.1]}
+POLICY_LOGPS = {0: [-1.5, -1.0, -0.5, 0.0], 1: [-1.0, -0.1]}
+SAMPLED = {0: [1, 1, 1, 0], 1: [1, 1]}
 
 
 def main(out: str, datagen_folder: str) -> None:
@@ -59,6 +66,17 @@ def main(out: str, datagen_folder: str) -> None:
     loss.backward()  # DDP averages the ranks' gradients
     result["dapo_loss"] = float(loss)
     result["dapo_gradient"] = float(weight.weight.grad)
+
+    # The sampling figures: each rank's own, then reduced as GRPOLearningHealth._log_learning reduces them (the mean
+    # of the ranks' figures by Lightning's strategy; /min and /max over every rank).
+    figures = sampling_mismatch(
+        torch.tensor(SAMPLING_LOGPS[rank]), torch.tensor(POLICY_LOGPS[rank]), torch.tensor(SAMPLED[rank])
+    )
+    keys = sorted(figures)
+    means = torch.tensor([figures[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(means)
+    means /= dist.get_world_size()
+    result["sampling_figures"] = dict(zip(keys, _extremes_across_ranks(keys, figures, means).tolist()))
 
     # DataGen: each global rank's manifest of the items still to generate, named by its rank.
     folder = SimpleNamespace(path=datagen_folder)

@@ -46,6 +46,52 @@ class RolloutScoring:
         return scaled.scatter(-1, labels.unsqueeze(-1), label_logits)
 
 
+@dataclass(frozen=True)
+class SampledLogps:
+    """Each sampled code's log-prob under the distribution the rollout decoder drew it from, per (frame-stacking slot,
+    codebook) in NeMo's loop order, laid out as the teacher-forced log-probs of that slot; `valid`: the frames the
+    rollout sampled. Its end-of-speech frame (teacher forcing labels it with the end token in every codebook, which
+    no draw gave) and the padding are not valid."""
+
+    values: list[torch.Tensor]
+    valid: list[torch.Tensor]
+
+    @classmethod
+    def by_slot(cls, sampling_logps, codes_lens, codebook_targets, frame_stacking_factor, num_codebooks):
+        """`sampling_logps` (B, codebooks, frames) as the rollout decoder recorded them; `codebook_targets` the
+        teacher-forced labels (the rollout's codes with the end token added, padded to whole stacked frames)."""
+        values, valid = [], []
+        fsf = frame_stacking_factor
+        for fs_idx in range(fsf):
+            for codebook_idx in range(num_codebooks):
+                labels = codebook_targets[:, codebook_idx, fs_idx::fsf]
+                sampled = sampling_logps[:, codebook_idx, fs_idx::fsf].to(labels.device)
+                frames = min(sampled.size(1), labels.size(1))
+                aligned = torch.zeros(labels.shape, dtype=sampled.dtype, device=labels.device)
+                aligned[:, :frames] = sampled[:, :frames]
+                index = fs_idx + fsf * torch.arange(labels.size(1), device=labels.device)
+                mask = index.unsqueeze(0) < codes_lens.to(labels.device).unsqueeze(1)
+                mask[:, frames:] = False
+                values.append(aligned)
+                valid.append(mask)
+        return cls(values, valid)
+
+
+@dataclass(frozen=True)
+class SamplingCorrection:
+    """TRL's truncated importance-sampling correction (GRPOConfig.vllm_importance_sampling_correction, per token,
+    truncated: `token_truncate`): each frame's policy loss weighted by min(pi_policy / pi_sampling, cap), pi_policy
+    the teacher-forced policy's probability of the code at the start of the update (detached, as TRL's old log-probs)
+    and pi_sampling the one the rollout decoder drew it with. Frames the rollout did not sample weigh 1."""
+
+    sampled: SampledLogps
+    cap: float
+
+    def weights(self, slot: int, policy_logps: torch.Tensor) -> torch.Tensor:
+        ratio = torch.exp(policy_logps.detach() - self.sampled.values[slot].to(policy_logps.dtype))
+        return torch.where(self.sampled.valid[slot], ratio.clamp(max=self.cap), torch.ones_like(ratio))
+
+
 def per_token_logps(model, logits, labels, mask, scoring: RolloutScoring | None):
     """NeMo's `_get_per_token_logps`, on the logits as `scoring` transforms them (None: as they are)."""
     if scoring is not None:
@@ -77,9 +123,12 @@ def magpietts_policy_loss(
     epsilon_low: float = 0.2,
     epsilon_high: float = 0.2,
     scoring: RolloutScoring | None = None,
+    sampling_correction: SamplingCorrection | None = None,
 ) -> PolicyLoss:
     """`reference_logps`: None when reference-free. `old_logps`: None on a rollout batch's first update (the ratio is
-    NeMo's exp(logp - logp.detach()), exactly 1), else the log-probs the first update's forward gave."""
+    NeMo's exp(logp - logp.detach()), exactly 1), else the log-probs the first update's forward gave.
+    `sampling_correction`: None (NeMo's loss), else the clipped objective weighted per frame before the KL term is
+    added (as TRL), by weights from the first update's log-probs, the same for every update of the rollout batch."""
     total_loss = total_kl = None
     policy_logps = SlotLogps()
     ratio_sum = low_sum = high_sum = 0.0
@@ -109,6 +158,9 @@ def magpietts_policy_loss(
                     low_sum += float((low.float() * valid).sum())
                     high_sum += float((high.float() * valid).sum())
                     frames += float(valid.sum())
+            if sampling_correction is not None:
+                first_update_logps = logps if old_logps is None else old_logps.values[slot]
+                per_token_loss = per_token_loss * sampling_correction.weights(slot, first_update_logps)
             per_token_loss = per_token_loss * group_validities.unsqueeze(1)
 
             if reference_logps is not None:

@@ -55,7 +55,7 @@ class GRPOStep(PolicyUpdates):
     def process_batch_online_po(self, batch, n_generations_per_item, mode="train"):
         rollouts = self._rollouts(batch, n_generations_per_item, mode)
         update = self._policy_update(rollouts)
-        self._record_learning({"learning/kl": float(update.kl)})
+        self._record_learning({"learning/kl": float(update.kl.detach())})
         return {
             "mean_reward": rollouts.mean_reward,
             "std_reward": rollouts.std_reward,

@@ -20,6 +20,8 @@ from nemo_ext.grpo.losses import LOSS_TYPES, LossContext
 from nemo_ext.grpo.policy_loss import (
     PolicyLoss,
     RolloutScoring,
+    SampledLogps,
+    SamplingCorrection,
     SlotLogps,
     magpietts_policy_loss,
     reference_log_probs,
@@ -184,12 +186,34 @@ class PolicyUpdates:
             epsilon_low=self.settings.epsilon,
             epsilon_high=self.settings.epsilon_high,
             scoring=self._rollout_scoring(),
+            sampling_correction=self._sampling_correction(rollouts),
         )
         if rollouts.groups_kept == 0:
             update.loss = update.loss * 0.0
         if old_logps is None and rollouts.sampling_logps is not None:
             self._record_learning(self._sampling_mismatch(rollouts, update.policy_logps))
         return update
+
+    def _sampled_logps(self, rollouts: RolloutBatch) -> SampledLogps | None:
+        if rollouts.sampling_logps is None:
+            return None
+        return SampledLogps.by_slot(
+            rollouts.sampling_logps,
+            rollouts.codes_lens,
+            rollouts.codebook_targets,
+            self.frame_stacking_factor,
+            self.num_audio_codebooks,
+        )
+
+    def _sampling_correction(self, rollouts: RolloutBatch) -> SamplingCorrection | None:
+        """`model.importance_sampling_correction` (settings refuse it where the rollouts record no log-probs)."""
+        cap = self.settings.importance_sampling_cap
+        if cap is None:
+            return None
+        sampled = self._sampled_logps(rollouts)
+        if sampled is None:
+            raise RuntimeError("importance_sampling_correction: the rollout decoder recorded no sampling log-probs")
+        return SamplingCorrection(sampled, cap)
 
     def _rollout_scoring(self) -> RolloutScoring | None:
         """`model.logprob_temperature: sampling`: score under the rollouts' temperature and top-k (policy_loss.py)."""
@@ -199,23 +223,13 @@ class PolicyUpdates:
 
     def _sampling_mismatch(self, rollouts: RolloutBatch, policy_logps: SlotLogps) -> dict:
         """TRL's sampling figures: each sampled code's log-prob under the rollout's distribution against the
-        teacher-forced policy's at the start of the update, over the rollouts' own codes (their end-of-speech
-        frame, which teacher forcing labels with the end token in every codebook, left out)."""
-        fsf, num_codebooks = self.frame_stacking_factor, self.num_audio_codebooks
-        sampled_all, policy_all, mask_all = [], [], []
-        slot = 0
-        for fs_idx in range(fsf):
-            for codebook_idx in range(num_codebooks):
-                policy = policy_logps.values[slot]
-                slot += 1
-                sampled = rollouts.sampling_logps[:, codebook_idx, fs_idx::fsf].to(policy.device)
-                frames = min(sampled.size(1), policy.size(1))
-                index = fs_idx + fsf * torch.arange(frames, device=policy.device)
-                mask = index.unsqueeze(0) < rollouts.codes_lens.to(policy.device).unsqueeze(1)
-                sampled_all.append(sampled[:, :frames].reshape(-1))
-                policy_all.append(policy[:, :frames].reshape(-1))
-                mask_all.append(mask.reshape(-1))
-        return sampling_mismatch(torch.cat(sampled_all), torch.cat(policy_all), torch.cat(mask_all))
+        teacher-forced policy's at the start of the update, over the frames the rollouts sampled."""
+        sampled = self._sampled_logps(rollouts)
+        return sampling_mismatch(
+            torch.cat([values.reshape(-1) for values in sampled.values]),
+            torch.cat([policy.reshape(-1) for policy in policy_logps.values]),
+            torch.cat([valid.reshape(-1) for valid in sampled.valid]),
+        )
 
     # ---- several updates per rollout batch (manual optimization) ----
     def _several_updates_step(self, batch):
@@ -248,7 +262,7 @@ class PolicyUpdates:
             if iteration == 0:
                 old_logps = update.policy_logps
             losses.append(update.loss.detach())
-            kls.append(float(update.kl))
+            kls.append(float(update.kl.detach()))
             ratios.append(update.ratio_mean)
             clipped_low += update.clipped_low
             clipped_high += update.clipped_high

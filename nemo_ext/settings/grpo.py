@@ -13,7 +13,7 @@ from nemo_ext.grpo.losses import EASY_MAGPIETTS, MAGPIETTS, loss_type_names
 from nemo_ext.grpo.reward_terms import RewardTerm, reward_terms
 from nemo_ext.settings import rules
 from nemo_ext.settings.reward_models import DEFAULT_NEMO_ASR, DEFAULT_SPEAKER_VERIFICATION, NemoModelSettings
-from nemo_ext.settings.rollout_decoder import ROLLOUT_DECODERS
+from nemo_ext.settings.rollout_decoder import INCREMENTAL, ROLLOUT_DECODERS
 from nemo_ext.settings.whisper import WhisperSettings
 
 REWARD_ASR_MODELS = ("nemo", "whisper")
@@ -63,6 +63,12 @@ MAGPIETTS_RULES = {
     # num_iterations > 1: each later update replays the first update's random draws (dropout masks, context drops,
     # decoder-input corruption); false draws anew in every forward.
     "replay_random_draws": rules.boolean(True),
+    # TRL's truncated importance-sampling correction (vllm_importance_sampling_correction, token_truncate): each
+    # frame's policy loss weighted by min(pi_policy / pi_sampling, importance_sampling_cap).
+    "importance_sampling_correction": rules.boolean(False),
+    "importance_sampling_cap": rules.number(
+        2.0, above=0.0, why="C of min(pi_policy / pi_sampling, C), TRL's vllm_importance_sampling_cap"
+    ),
     # NeMo's training_step calls torch.cuda.empty_cache() first thing; false skips that call (the allocator keeps
     # its cached blocks between steps). Measured by scripts/gpu_report.sh.
     "empty_cuda_cache_every_step": rules.boolean(True),
@@ -110,6 +116,31 @@ def _logprob_temperature(value):
     if isinstance(value, (int, float)) and not isinstance(value, bool) and float(value) == 1.0:
         return 1.0
     raise ConfigError("model.logprob_temperature", value, "sampling or 1.0")
+
+
+def _importance_sampling_cap(node: Mapping, read) -> float | None:
+    """`model.importance_sampling_correction` with its cap: None when off. The correction weighs each frame by the
+    log-prob the rollout decoder recorded when it drew the code; only this project's decoder records them, and not
+    for the local transformer's draws."""
+    cap = read("importance_sampling_cap")
+    if not read("importance_sampling_correction"):
+        return None
+    decoder = read("rollout_decoder")
+    if decoder != INCREMENTAL:
+        raise ConfigError(
+            "model.importance_sampling_correction",
+            True,
+            f"false with model.rollout_decoder={decoder} (only {INCREMENTAL} records each sampled code's log-prob)",
+        )
+    local = read("use_local_transformer_prob")
+    if local > 0:
+        raise ConfigError(
+            "model.importance_sampling_correction",
+            True,
+            f"false with model.use_local_transformer_prob={local:g} (the local transformer's draws record no "
+            "log-probs)",
+        )
+    return cap
 
 
 @dataclass(frozen=True)
@@ -164,6 +195,8 @@ class GRPOSettings:
     # "sampling": the update scores the rollouts under their sampling temperature and top-k; 1.0: NeMo's logits as
     # they are (nemo_ext/grpo/policy_loss.py::RolloutScoring)
     logprob_temperature: str | float = 1.0
+    # TRL's truncated importance-sampling correction: None (off) or its cap C (nemo_ext/grpo/policy_loss.py)
+    importance_sampling_cap: float | None = None
 
     def reward_terms(self) -> tuple[RewardTerm, ...]:
         return reward_terms(self.family)
@@ -285,6 +318,7 @@ class GRPOSettings:
                 skip_zero_std_groups=read("skip_zero_std_groups"),
                 replay_random_draws=read("replay_random_draws"),
                 logprob_temperature=_logprob_temperature(node.get("logprob_temperature", 1.0)),
+                importance_sampling_cap=_importance_sampling_cap(node, read),
                 empty_cuda_cache_every_step=read("empty_cuda_cache_every_step"),
             )
         else:

@@ -73,6 +73,8 @@ ONLINE_PO = Stage(
             "empty_cuda_cache_every_step",
             "rollout_decoder",
             "logprob_temperature",
+            "importance_sampling_correction",
+            "importance_sampling_cap",
         }
     ),
     deliberate_defaults={
