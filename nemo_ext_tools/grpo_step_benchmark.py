@@ -110,26 +110,28 @@ class Alternation(Callback):
             use_kv_cache_during_online_po=variant.kv_cache,
         )
         pl_module.use_whisper(*self._pairs["ctranslate2" if variant.on_ctranslate2 else "transformers fp32"])
+        # End-of-speech forbidden until max_decoder_steps (read by NeMo's loop and ours alike): random weights do
+        # emit the end token now and then, and the variants' draws differ, so rollouts would otherwise end at
+        # different lengths.
+        pl_module.inference_parameters.min_generated_frames = pl_module.max_decoder_steps
         self._current = {"step": trainer.global_step + 1, "variant": variant.name, "rss_reset": reset_peak_rss()}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.steps.append({**self._current, "peak_rss_bytes": peak_rss_bytes()})
+        frames = getattr(pl_module, "last_rollout_steps", None)
+        self.steps.append({**self._current, "peak_rss_bytes": peak_rss_bytes(), "frames_decoded": frames})
 
 
 def kv_cache_equivalence(model, batch) -> dict:
     """Rollout codes with and without the decoder's KV cache, from the same seed and weights: greedy (top-k 1) and
     sampled (the config's top-k and temperature). Returns, per decoding, rollouts compared and rollouts differing."""
-    from omegaconf import open_dict
-
     result = {}
     model.rollout_decoder = "nemo"  # NeMo's infer_batch, with and without its cache
     n = model.cfg.get("n_generations_per_item", 6)
-    topk = model.cfg.get("inference_topk", 80)
-    for decoding, k in (("greedy", 1), ("sampled", topk)):
+    settings = model.settings
+    for decoding, k in (("greedy", 1), ("sampled", settings.inference_topk)):
         codes = {}
         for cache in (False, True):
-            with open_dict(model.cfg):
-                model.cfg.inference_topk = k
+            model.settings = dataclasses.replace(settings, inference_topk=k)  # the step reads its typed settings
             model.use_kv_cache_for_inference = cache
             model.decoder.reset_cache(use_cache=cache)
             torch.manual_seed(2026)
@@ -145,8 +147,7 @@ def kv_cache_equivalence(model, batch) -> dict:
                 [output["predicted_codes"][i, :, : lengths[i]].cpu() for i in range(len(lengths))],
                 time.perf_counter() - started,
             )
-        with open_dict(model.cfg):
-            model.cfg.inference_topk = topk
+        model.settings = settings
         (without, seconds_without), (with_cache, seconds_with) = codes[False], codes[True]
         pairs = list(zip(without, with_cache, strict=True))
         differing = sum(not torch.equal(a, b) for a, b in pairs)
@@ -224,8 +225,10 @@ def report(measured: list[Measured], context: dict) -> str:
         f"Command: `{context['command']}`",
         "",
         f"Machine: {context['machine']}. Model: {context['model']}. Rollouts: batch of {context['batch_size']} "
-        f"text x {context['n_generations']} generations, max_decoder_steps={context['max_decoder_steps']} (random "
-        "weights never emit the end token: every rollout runs to max_decoder_steps). "
+        f"text x {context['n_generations']} generations, max_decoder_steps={context['max_decoder_steps']} "
+        "(end-of-speech forbidden until then, `min_generated_frames`: every rollout of every variant runs to "
+        "max_decoder_steps; "
+        f"frames each measured step decoded: {context.get('frames_decoded', 'not recorded')}). "
         f"{context['cycles']} cycles of the {len(measured)} variants, interleaved in one run; the first cycle is "
         f"warm-up, so each figure is the median of {context['cycles'] - 1} step(s) per variant. Total run "
         f"{context['wall_seconds']:.0f} s.",
@@ -361,6 +364,7 @@ def run(max_decoder_steps: int, cycles: int, accelerator: str, out: str, command
         "max_decoder_steps": max_decoder_steps,
         "cycles": cycles,
         "wall_seconds": time.perf_counter() - started,
+        "frames_decoded": sorted({s["frames_decoded"] for s in alternation.steps if s.get("frames_decoded")}),
     }
     ct2_load = {**alternation.ct2_load, "torch_whisper_bytes": _torch_whisper_bytes(rank_rows)}
     return _write(measured, context, alternation.kv_check, ct2_load, alternation.steps, out)
