@@ -49,10 +49,10 @@ class RolloutBatch:
     # The random streams before the first update's policy forward: each later update replays them (its dropout
     # masks, context drops and decoder-input corruption are the first update's), unless replay is off.
     first_update_draws: RandomState | None = None
-    # (B, codebooks, frames): each sampled code's log-prob under the distribution it was drawn from (our rollout
-    # decoder records them; None for NeMo's decoders and local-transformer rollouts), and each rollout's length.
-    sampling_logps: torch.Tensor | None = None
-    codes_lens: torch.Tensor | None = None
+    # Each sampled code's log-prob under the distribution it was drawn from, laid out as the teacher-forced slots (our
+    # rollout decoder records them; None for NeMo's decoders and local-transformer rollouts). Built once per rollout
+    # batch: the sampling figures and the importance-sampling correction of every update read it.
+    sampled: SampledLogps | None = None
 
 
 def _select_items(batch: dict, keep: list[int]) -> dict:
@@ -151,8 +151,15 @@ class PolicyUpdates:
             metrics=generated["metrics"],
             groups_kept=groups_kept,
             groups=groups,
-            sampling_logps=sampling_logps,
-            codes_lens=predicted_codes_lens,
+            sampled=None
+            if sampling_logps is None
+            else SampledLogps.by_slot(
+                sampling_logps,
+                predicted_codes_lens,
+                codebook_targets,
+                self.frame_stacking_factor,
+                self.num_audio_codebooks,
+            ),
         )
 
     def _loss_context(self) -> LossContext:
@@ -190,30 +197,18 @@ class PolicyUpdates:
         )
         if rollouts.groups_kept == 0:
             update.loss = update.loss * 0.0
-        if old_logps is None and rollouts.sampling_logps is not None:
+        if old_logps is None and rollouts.sampled is not None:
             self._record_learning(self._sampling_mismatch(rollouts, update.policy_logps))
         return update
-
-    def _sampled_logps(self, rollouts: RolloutBatch) -> SampledLogps | None:
-        if rollouts.sampling_logps is None:
-            return None
-        return SampledLogps.by_slot(
-            rollouts.sampling_logps,
-            rollouts.codes_lens,
-            rollouts.codebook_targets,
-            self.frame_stacking_factor,
-            self.num_audio_codebooks,
-        )
 
     def _sampling_correction(self, rollouts: RolloutBatch) -> SamplingCorrection | None:
         """`model.importance_sampling_correction` (settings refuse it where the rollouts record no log-probs)."""
         cap = self.settings.importance_sampling_cap
         if cap is None:
             return None
-        sampled = self._sampled_logps(rollouts)
-        if sampled is None:
+        if rollouts.sampled is None:
             raise RuntimeError("importance_sampling_correction: the rollout decoder recorded no sampling log-probs")
-        return SamplingCorrection(sampled, cap)
+        return SamplingCorrection(rollouts.sampled, cap)
 
     def _rollout_scoring(self) -> RolloutScoring | None:
         """`model.logprob_temperature: sampling`: score under the rollouts' temperature and top-k (policy_loss.py)."""
@@ -224,7 +219,7 @@ class PolicyUpdates:
     def _sampling_mismatch(self, rollouts: RolloutBatch, policy_logps: SlotLogps) -> dict:
         """TRL's sampling figures: each sampled code's log-prob under the rollout's distribution against the
         teacher-forced policy's at the start of the update, over the frames the rollouts sampled."""
-        sampled = self._sampled_logps(rollouts)
+        sampled = rollouts.sampled
         return sampling_mismatch(
             torch.cat([values.reshape(-1) for values in sampled.values]),
             torch.cat([policy.reshape(-1) for policy in policy_logps.values]),

@@ -118,7 +118,7 @@ def _logprob_temperature(value):
     raise ConfigError("model.logprob_temperature", value, "sampling or 1.0")
 
 
-def _importance_sampling_cap(node: Mapping, read) -> float | None:
+def _importance_sampling_cap(read) -> float | None:
     """`model.importance_sampling_correction` with its cap: None when off. The correction weighs each frame by the
     log-prob the rollout decoder recorded when it drew the code; only this project's decoder records them, and not
     for the local transformer's draws."""
@@ -318,7 +318,7 @@ class GRPOSettings:
                 skip_zero_std_groups=read("skip_zero_std_groups"),
                 replay_random_draws=read("replay_random_draws"),
                 logprob_temperature=_logprob_temperature(node.get("logprob_temperature", 1.0)),
-                importance_sampling_cap=_importance_sampling_cap(node, read),
+                importance_sampling_cap=_importance_sampling_cap(read),
                 empty_cuda_cache_every_step=read("empty_cuda_cache_every_step"),
             )
         else:
