@@ -364,7 +364,10 @@ def run(max_decoder_steps: int, cycles: int, accelerator: str, out: str, command
         "max_decoder_steps": max_decoder_steps,
         "cycles": cycles,
         "wall_seconds": time.perf_counter() - started,
-        "frames_decoded": sorted({s["frames_decoded"] for s in alternation.steps if s.get("frames_decoded")}),
+        # The measured steps only: the warm-up cycle is left out, as in summarize().
+        "frames_decoded": sorted(
+            {s["frames_decoded"] for s in alternation.steps[len(variants) :] if s.get("frames_decoded")}
+        ),
     }
     ct2_load = {**alternation.ct2_load, "torch_whisper_bytes": _torch_whisper_bytes(rank_rows)}
     return _write(measured, context, alternation.kv_check, ct2_load, alternation.steps, out)
